@@ -16,7 +16,7 @@ _PRESETS: dict[str, dict[str, Any]] = {
 _FINAL_NORMS = ("norm", "fc_norm")
 _DTYPES = ("float32", "bfloat16")
 # AudioMAEConfig.attention; vit_layers.resolve_attention says what 'auto' becomes.
-ATTENTION_IMPLEMENTATIONS = ("auto", "xla_sdpa", "einsum")
+ATTENTION_IMPLEMENTATIONS = ("auto", "xla_sdpa", "chunked")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,8 +26,8 @@ class AudioMAEConfig:
     `final_norm='norm'` is the pretrained (MAE) encoder: LayerNorm on all tokens.
     `final_norm='fc_norm'` is AudioMAE's fine-tuned classifier: LayerNorm on the pooled
     patch tokens only. `num_classes=0` means no classification head.
-    `attention`: 'auto' (heads-major einsums on CPU, jax.nn.dot_product_attention on GPU/TPU,
-    chosen at trace time), or 'xla_sdpa' / 'einsum' to force one; see
+    `attention`: 'auto' (chunked attention on CPU, jax.nn.dot_product_attention on GPU/TPU,
+    chosen at trace time), or 'xla_sdpa' / 'chunked' to force one; see
     `vit_layers.resolve_attention`.
     """
 
