@@ -136,7 +136,8 @@ def render(results: dict[str, Any]) -> str:
         "busy machine understates the peak, hence the larger of the two. Each cell gives the "
         "median over the interleaved steps and, in brackets, the fastest step (the least "
         "disturbed one when the machine is shared; ratios in brackets are of fastest steps).",
-        f"Our step ran with XLA_FLAGS=`{results['xla_flags']}`; PyTorch with {m['cores']} threads.",
+        f"Our step ran with XLA_FLAGS=`{results['xla_flags']}`; PyTorch with {m['cores']} "
+        f"threads; both with GLIBC_TUNABLES=`{results.get('glibc_tunables', '')}`.",
         "",
         "| step | trainable blocks | ours s/step | PyTorch s/step | ours / PyTorch | ours clips/s "
         "| ours MFU | ours / full step | PyTorch / full step | compile s | XLA temp MB "
@@ -185,6 +186,11 @@ def main() -> None:
         help="XLA_FLAGS of our step (default: what main.py sets on CPU hosts)",
     )
     parser.add_argument(
+        "--glibc_tunables",
+        default=xla_setup.with_glibc_tunables(""),
+        help="GLIBC_TUNABLES of both steps (default: what main.py sets on CPU hosts)",
+    )
+    parser.add_argument(
         "--render_only",
         action="store_true",
         help="rewrite the README table from benchmarks/results.json, measure nothing",
@@ -198,6 +204,7 @@ def main() -> None:
     features = results["machine"]["features"]
     native_bf16 = features["avx512_bf16"] or features["amx_bf16"]
     results["xla_flags"] = args.xla_flags
+    results["glibc_tunables"] = args.glibc_tunables
     dtypes = args.dtypes or ["float32"] + (["bfloat16"] if native_bf16 else [])
     results["peak"] = {
         dtype: {
@@ -216,6 +223,7 @@ def main() -> None:
                 repetitions,
                 dtype=dtype,
                 xla_flags=args.xla_flags,
+                glibc_tunables=args.glibc_tunables,
                 peak_tflops=peak_used(results["peak"][dtype]) / 1e3,
             )
             step_time.print_table(result)

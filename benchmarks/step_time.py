@@ -15,7 +15,8 @@ freezing (``--trainable_blocks 0 2 4 6 12``).
 
 Our step is the job's own (``train_step.make_train_step`` with the ``configs/as20k.py``
 method, optimiser and augmentations; random weights). ``--xla_flags`` sets the JAX worker's
-XLA_FLAGS, by default the CPU flags that main.py adds (``uamix_jax.xla_setup``). An
+XLA_FLAGS, by default the CPU flags that main.py adds (``uamix_jax.xla_setup``);
+``--glibc_tunables`` the GLIBC_TUNABLES of both workers, by default main.py's. An
 inherited ``--xla_force_host_platform_device_count`` is not passed on: one device, all
 cores in its thread pool. On a GPU/TPU the JAX worker runs there and MFU uses
 ``--peak_tflops`` or ``peak_flops.KNOWN_PEAK_TFLOPS``; on a CPU, the measured matmul peak.
@@ -261,9 +262,10 @@ def serve(framework: str, spec: dict[str, Any]) -> None:
 class WorkerProcess:
     """Driver-side handle of one worker process."""
 
-    def __init__(self, framework: str, spec: dict[str, Any], xla_flags: str):
+    def __init__(self, framework: str, spec: dict[str, Any], xla_flags: str, glibc_tunables: str):
         env = dict(os.environ)
         env["XLA_FLAGS"] = xla_flags
+        env["GLIBC_TUNABLES"] = glibc_tunables
         self.framework = framework
         self.process = subprocess.Popen(
             [
@@ -320,12 +322,13 @@ def compare(
     xla_flags: str = "",
     peak_tflops: float | None = None,
     profile_dir: str | None = None,
+    glibc_tunables: str = "",
 ) -> dict[str, Any]:
     """Interleaved A/B timing of every (framework, trainable_blocks) pair; see the module doc."""
     sizes = step_sizes(model, batch_size, dtype)
     peak, peak_source = peak_gflops(peak_tflops, dtype)
     spec = {"model": model, "sizes": sizes.__dict__}
-    workers = [WorkerProcess(name, spec, xla_flags) for name in frameworks]
+    workers = [WorkerProcess(name, spec, xla_flags, glibc_tunables) for name in frameworks]
     result: dict[str, Any] = {
         "model": model,
         "batch_size": batch_size,
@@ -336,6 +339,7 @@ def compare(
         "peak_gflops": peak,
         "peak_source": peak_source,
         "xla_flags": xla_flags,
+        "glibc_tunables": glibc_tunables,
         "load_before": os.getloadavg(),
         "runs": {},
     }
@@ -453,6 +457,12 @@ def main() -> None:
         "'' for XLA's defaults)",
     )
     parser.add_argument(
+        "--glibc_tunables",
+        default=xla_setup.with_glibc_tunables(""),
+        help="GLIBC_TUNABLES of both workers (default: what main.py sets on CPU hosts; "
+        "'' for glibc's defaults)",
+    )
+    parser.add_argument(
         "--peak_tflops",
         type=float,
         default=None,
@@ -487,6 +497,7 @@ def main() -> None:
         args.xla_flags,
         args.peak_tflops,
         args.profile_dir,
+        args.glibc_tunables,
     )
     print_table(result)
     if args.out:

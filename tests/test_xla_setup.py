@@ -1,6 +1,8 @@
-"""main.py's CPU XLA flags: added once, never over a value the user chose."""
+"""main.py's CPU settings: added once, never over a value the user chose."""
 
 import os
+import subprocess
+import sys
 
 from uamix_jax import xla_setup
 
@@ -28,4 +30,36 @@ def test_environment_is_updated_on_cpu_and_left_alone_for_accelerators(monkeypat
     assert os.environ["XLA_FLAGS"].split() == [
         "--xla_force_host_platform_device_count=2",
         FLAG,
+    ]
+
+
+def test_glibc_tunables_are_merged_with_colons_and_keep_the_users_value():
+    tunable = xla_setup.GLIBC_TUNABLES[0]
+    name = tunable.split("=", 1)[0]
+    assert xla_setup.with_glibc_tunables("") == tunable
+    assert xla_setup.with_glibc_tunables("glibc.malloc.arena_max=2") == (
+        f"glibc.malloc.arena_max=2:{tunable}"
+    )
+    assert xla_setup.with_glibc_tunables(f"{name}=0") == f"{name}=0"
+
+
+def test_main_restarts_itself_once_with_the_tunables(tmp_path):
+    """A script calling restart_with_glibc_tunables sees them set, and runs its body once."""
+    script = tmp_path / "probe.py"
+    script.write_text(
+        "import os\n"
+        "from uamix_jax import xla_setup\n"
+        "print('start', flush=True)\n"
+        "xla_setup.restart_with_glibc_tunables()\n"
+        "print('body', os.environ['GLIBC_TUNABLES'])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "JAX_PLATFORMS")}
+    out = subprocess.run(
+        [sys.executable, str(script), "--flag=1"], env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:-1] == [
+        "start",
+        "start",
+        f"body {xla_setup.with_glibc_tunables('')}",
     ]
