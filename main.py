@@ -12,8 +12,9 @@ from ml_collections import config_flags
 from uamix_jax import xla_setup
 
 # Before the config file or a runner can start a JAX backend, which reads XLA_FLAGS once;
-# glibc reads its tunables at process start, so on CPU hosts the first run restarts itself.
-xla_setup.restart_with_glibc_tunables()
+# the loader reads the allocator settings at process start, so on CPU hosts the first run
+# restarts itself with them.
+xla_setup.restart_with_host_allocator()
 xla_setup.set_cpu_xla_flags()
 
 RUNNERS = {

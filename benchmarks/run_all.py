@@ -137,7 +137,7 @@ def render(results: dict[str, Any]) -> str:
         "median over the interleaved steps and, in brackets, the fastest step (the least "
         "disturbed one when the machine is shared; ratios in brackets are of fastest steps).",
         f"Our step ran with XLA_FLAGS=`{results['xla_flags']}`; PyTorch with {m['cores']} "
-        f"threads; both with GLIBC_TUNABLES=`{results.get('glibc_tunables', '')}`.",
+        f"threads; both with {host_env_text(results['steps'][0].get('host_env', {}))}.",
         "",
         "| step | trainable blocks | ours s/step | PyTorch s/step | ours / PyTorch | ours clips/s "
         "| ours MFU | ours / full step | PyTorch / full step | compile s | XLA temp MB "
@@ -150,6 +150,13 @@ def render(results: dict[str, Any]) -> str:
     for name, text in results["input"].items():
         lines += [f"- {name}:", "", "```", text, "```", ""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def host_env_text(host_env: dict[str, str]) -> str:
+    """The allocator settings both workers ran with, for the table's caption."""
+    if not host_env:
+        return "the system's allocator settings"
+    return " ".join(f"{name}=`{value}`" for name, value in sorted(host_env.items()))
 
 
 def peak_used(peak: dict[str, Any]) -> float:
@@ -186,9 +193,10 @@ def main() -> None:
         help="XLA_FLAGS of our step (default: what main.py sets on CPU hosts)",
     )
     parser.add_argument(
-        "--glibc_tunables",
-        default=xla_setup.with_glibc_tunables(""),
-        help="GLIBC_TUNABLES of both steps (default: what main.py sets on CPU hosts)",
+        "--host_allocator",
+        default="main",
+        choices=["main", "default"],
+        help="allocator settings of both steps (default: what main.py sets on CPU hosts)",
     )
     parser.add_argument(
         "--render_only",
@@ -204,7 +212,6 @@ def main() -> None:
     features = results["machine"]["features"]
     native_bf16 = features["avx512_bf16"] or features["amx_bf16"]
     results["xla_flags"] = args.xla_flags
-    results["glibc_tunables"] = args.glibc_tunables
     dtypes = args.dtypes or ["float32"] + (["bfloat16"] if native_bf16 else [])
     results["peak"] = {
         dtype: {
@@ -223,7 +230,7 @@ def main() -> None:
                 repetitions,
                 dtype=dtype,
                 xla_flags=args.xla_flags,
-                glibc_tunables=args.glibc_tunables,
+                host_allocator=args.host_allocator,
                 peak_tflops=peak_used(results["peak"][dtype]) / 1e3,
             )
             step_time.print_table(result)

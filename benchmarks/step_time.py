@@ -16,7 +16,7 @@ freezing (``--trainable_blocks 0 2 4 6 12``).
 Our step is the job's own (``train_step.make_train_step`` with the ``configs/as20k.py``
 method, optimiser and augmentations; random weights). ``--xla_flags`` sets the JAX worker's
 XLA_FLAGS, by default the CPU flags that main.py adds (``uamix_jax.xla_setup``);
-``--glibc_tunables`` the GLIBC_TUNABLES of both workers, by default main.py's. An
+``--host_allocator main`` (default) gives both workers main.py's allocator settings. An
 inherited ``--xla_force_host_platform_device_count`` is not passed on: one device, all
 cores in its thread pool. On a GPU/TPU the JAX worker runs there and MFU uses
 ``--peak_tflops`` or ``peak_flops.KNOWN_PEAK_TFLOPS``; on a CPU, the measured matmul peak.
@@ -262,10 +262,11 @@ def serve(framework: str, spec: dict[str, Any]) -> None:
 class WorkerProcess:
     """Driver-side handle of one worker process."""
 
-    def __init__(self, framework: str, spec: dict[str, Any], xla_flags: str, glibc_tunables: str):
-        env = dict(os.environ)
+    def __init__(
+        self, framework: str, spec: dict[str, Any], xla_flags: str, host_env: dict[str, str]
+    ):
+        env = {**os.environ, **host_env}
         env["XLA_FLAGS"] = xla_flags
-        env["GLIBC_TUNABLES"] = glibc_tunables
         self.framework = framework
         self.process = subprocess.Popen(
             [
@@ -322,13 +323,16 @@ def compare(
     xla_flags: str = "",
     peak_tflops: float | None = None,
     profile_dir: str | None = None,
-    glibc_tunables: str = "",
+    host_allocator: str = "main",
 ) -> dict[str, Any]:
     """Interleaved A/B timing of every (framework, trainable_blocks) pair; see the module doc."""
     sizes = step_sizes(model, batch_size, dtype)
     peak, peak_source = peak_gflops(peak_tflops, dtype)
     spec = {"model": model, "sizes": sizes.__dict__}
-    workers = [WorkerProcess(name, spec, xla_flags, glibc_tunables) for name in frameworks]
+    host_env = (
+        xla_setup.host_allocator_environment(dict(os.environ)) if host_allocator == "main" else {}
+    )
+    workers = [WorkerProcess(name, spec, xla_flags, host_env) for name in frameworks]
     result: dict[str, Any] = {
         "model": model,
         "batch_size": batch_size,
@@ -339,7 +343,7 @@ def compare(
         "peak_gflops": peak,
         "peak_source": peak_source,
         "xla_flags": xla_flags,
-        "glibc_tunables": glibc_tunables,
+        "host_env": host_env,
         "load_before": os.getloadavg(),
         "runs": {},
     }
@@ -457,10 +461,11 @@ def main() -> None:
         "'' for XLA's defaults)",
     )
     parser.add_argument(
-        "--glibc_tunables",
-        default=xla_setup.with_glibc_tunables(""),
-        help="GLIBC_TUNABLES of both workers (default: what main.py sets on CPU hosts; "
-        "'' for glibc's defaults)",
+        "--host_allocator",
+        default="main",
+        choices=["main", "default"],
+        help="'main': both workers get the allocator settings main.py gives itself on CPU "
+        "hosts (tcmalloc when installed, glibc huge pages); 'default': the system's",
     )
     parser.add_argument(
         "--peak_tflops",
@@ -497,7 +502,7 @@ def main() -> None:
         args.xla_flags,
         args.peak_tflops,
         args.profile_dir,
-        args.glibc_tunables,
+        args.host_allocator,
     )
     print_table(result)
     if args.out:

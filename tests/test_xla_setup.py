@@ -1,5 +1,6 @@
 """main.py's CPU settings: added once, never over a value the user chose."""
 
+import ctypes.util
 import os
 import subprocess
 import sys
@@ -43,17 +44,36 @@ def test_glibc_tunables_are_merged_with_colons_and_keep_the_users_value():
     assert xla_setup.with_glibc_tunables(f"{name}=0") == f"{name}=0"
 
 
-def test_main_restarts_itself_once_with_the_tunables(tmp_path):
-    """A script calling restart_with_glibc_tunables sees them set, and runs its body once."""
+def test_host_allocator_prefers_tcmalloc_and_keeps_the_users_settings(monkeypatch):
+    tunables = xla_setup.with_glibc_tunables("")
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: None)
+    assert xla_setup.host_allocator_environment({}) == {"GLIBC_TUNABLES": tunables}
+    assert xla_setup.host_allocator_environment({"GLIBC_TUNABLES": tunables}) == {}
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: f"lib{name}.so.4")
+    assert xla_setup.host_allocator_environment({"LD_PRELOAD": "libfoo.so"}) == {
+        "GLIBC_TUNABLES": tunables,
+        "LD_PRELOAD": "libfoo.so libtcmalloc_minimal.so.4",
+        "TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD": xla_setup.TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD,
+    }
+    mine = {"GLIBC_TUNABLES": tunables, "LD_PRELOAD": "/opt/libtcmalloc.so"}
+    assert xla_setup.host_allocator_environment(mine) == {}
+
+
+def test_a_script_restarts_itself_once_with_the_allocator_settings(tmp_path):
+    """The restarted program sees the settings, keeps its arguments and runs its body once."""
     script = tmp_path / "probe.py"
     script.write_text(
-        "import os\n"
+        "import os, sys\n"
         "from uamix_jax import xla_setup\n"
         "print('start', flush=True)\n"
-        "xla_setup.restart_with_glibc_tunables()\n"
-        "print('body', os.environ['GLIBC_TUNABLES'])\n"
+        "xla_setup.restart_with_host_allocator()\n"
+        "print('body', sys.argv[1:], os.environ['GLIBC_TUNABLES'])\n"
     )
-    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "JAX_PLATFORMS")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("GLIBC_TUNABLES", "JAX_PLATFORMS", "LD_PRELOAD")
+    }
     out = subprocess.run(
         [sys.executable, str(script), "--flag=1"], env=env, capture_output=True, text=True
     )
@@ -61,5 +81,5 @@ def test_main_restarts_itself_once_with_the_tunables(tmp_path):
     assert out.stdout.split("\n")[:-1] == [
         "start",
         "start",
-        f"body {xla_setup.with_glibc_tunables('')}",
+        f"body ['--flag=1'] {xla_setup.with_glibc_tunables('')}",
     ]

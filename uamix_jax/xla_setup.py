@@ -1,13 +1,14 @@
 """Process-level settings for CPU hosts: they must be in the environment before start-up.
 
-XLA reads XLA_FLAGS when JAX starts a backend; glibc reads GLIBC_TUNABLES when the process
-starts, so setting the latter means running the program again (`restart_with_glibc_tunables`).
-Both are inert for GPU/TPU computations and are skipped when JAX_PLATFORMS names only
-accelerators. Values the user already gave to a flag or tunable are kept.
+XLA reads XLA_FLAGS when JAX starts a backend; the dynamic loader and glibc read
+LD_PRELOAD and GLIBC_TUNABLES when the process starts, so setting those means running the
+program again (`restart_with_host_allocator`). All are inert for GPU/TPU computations and
+are skipped when JAX_PLATFORMS names only accelerators. Values the user gave are kept.
 """
 
 from __future__ import annotations
 
+import ctypes.util
 import os
 import sys
 
@@ -16,11 +17,18 @@ import sys
 # forward+backward, same loss (README, benchmarks section).
 CPU_XLA_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=individual_dot",)
 
-# XLA:CPU allocates each step's temporaries (4.4 GB for ViT-B at batch 2) afresh, and glibc
-# maps buffers that large from the kernel page by page: 800k page faults and 2.6 s of system
-# time per ViT-B step. With transparent huge pages on the mapping (glibc >= 2.35; ignored
-# elsewhere) that falls to 2k faults and 0.3-0.7 s (README, benchmarks section).
+# XLA:CPU allocates each step's temporaries (4.4 GB for ViT-B at batch 2) afresh. glibc
+# returns buffers that large to the kernel at every free, so each step faults them in
+# again (800k page faults, 2.6 s of system time per ViT-B step), and on a VM that hands
+# freed memory back to its host a step that follows another process's work pays twice
+# (README, benchmarks section). tcmalloc keeps freed memory for reuse: no faults after the
+# first step. It is Debian's libtcmalloc-minimal4 (`apt install libtcmalloc-minimal4`),
+# preloaded when installed; without it, huge pages for glibc's mappings (glibc >= 2.35;
+# ignored elsewhere) cut the faults to 2k.
+TCMALLOC = "tcmalloc_minimal"
 GLIBC_TUNABLES = ("glibc.malloc.hugetlb=1",)
+# tcmalloc logs every allocation above 1 GiB; a step's temporaries are one.
+TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD = str(1 << 40)
 
 
 def _merged(current: str, wanted: tuple[str, ...], separator: str) -> str:
@@ -51,17 +59,31 @@ def set_cpu_xla_flags() -> None:
         os.environ["XLA_FLAGS"] = with_cpu_xla_flags(os.environ.get("XLA_FLAGS", ""))
 
 
-def restart_with_glibc_tunables() -> None:
-    """Runs this program again (same pid, same command line) with GLIBC_TUNABLES set.
+def host_allocator_environment(environ: dict[str, str]) -> dict[str, str]:
+    """The variables of ``environ`` to change for the host allocator; {} when none."""
+    changes = {"GLIBC_TUNABLES": with_glibc_tunables(environ.get("GLIBC_TUNABLES", ""))}
+    library = ctypes.util.find_library(TCMALLOC)
+    preload = environ.get("LD_PRELOAD", "")
+    if library and "tcmalloc" not in preload:
+        changes["LD_PRELOAD"] = " ".join(filter(None, [preload, library]))
+        changes["TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD"] = environ.get(
+            "TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD", TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD
+        )
+    return {name: value for name, value in changes.items() if environ.get(name) != value}
 
-    Returns at once when they are set already (so after the restart), off Linux, or when
+
+def restart_with_host_allocator() -> None:
+    """Runs this program again (same pid, same command line) with the allocator settings.
+
+    Returns at once when they are in place (so after the restart), off Linux, or when
     JAX_PLATFORMS names only accelerators. Call first thing in a script's entry point.
     """
-    current = os.environ.get("GLIBC_TUNABLES", "")
-    wanted = with_glibc_tunables(current)
-    if wanted == current or not sys.platform.startswith("linux") or not _runs_on_cpu():
+    if not sys.platform.startswith("linux") or not _runs_on_cpu():
         return
-    os.environ["GLIBC_TUNABLES"] = wanted
+    changes = host_allocator_environment(dict(os.environ))
+    if not changes:
+        return
+    os.environ.update(changes)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, sys.orig_argv)
