@@ -16,7 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from uamix_jax.models.vit_layers import Dense, LayerNorm, Mlp
+from uamix_jax.models.dense import Dense
+from uamix_jax.models.vit_layers import LayerNorm, Mlp
 
 # AudioMAE's meta network: 2 -> 384 -> heads, ReLU, dropout 0.1 after each layer.
 META_HIDDEN_DIM, META_DROPOUT = 384, 0.1

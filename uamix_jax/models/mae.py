@@ -25,9 +25,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from uamix_jax.models import audiomae
+from uamix_jax.models.dense import Dense
 from uamix_jax.models.local_attention import LocalBlock
 from uamix_jax.models.pos_embed import sincos_pos_embed
-from uamix_jax.models.vit_layers import Block, Dense, LayerNorm
+from uamix_jax.models.vit_layers import Block, LayerNorm
 from uamix_jax.pretraining.masking import gather_tokens
 
 CONFIG_FILE = "mae_config.json"

@@ -11,12 +11,10 @@ import jax.numpy as jnp
 
 from uamix_jax.models.audiomae_config import ATTENTION_IMPLEMENTATIONS
 from uamix_jax.models.chunked_attention import chunked_attention
+from uamix_jax.models.dense import Dense
 
 # AudioMAE builds every LayerNorm with eps 1e-6 (models_vit.py, models_mae.py).
 LayerNorm = functools.partial(nn.LayerNorm, epsilon=1e-6)
-# Linear layers as MAE initialises them (xavier uniform, zero bias); converted checkpoints
-# overwrite them, this only matters for models trained from scratch.
-Dense = functools.partial(nn.Dense, kernel_init=nn.initializers.xavier_uniform())
 
 
 class DropPath(nn.Module):

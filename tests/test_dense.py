@@ -1,0 +1,67 @@
+"""The ViT's Dense layer: nn.Dense's parameters and values; bf16 backward through float32 dots."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from test_chunked_attention import _equations
+
+from uamix_jax.models.dense import Dense
+
+
+def _inputs(seed=0):
+    return jnp.asarray(np.random.default_rng(seed).standard_normal((2, 5, 6)), jnp.float32)
+
+
+def test_float32_layer_is_nn_dense():
+    x = _inputs()
+    ours = Dense(4, kernel_init=nn.initializers.lecun_normal())
+    theirs = nn.Dense(4, kernel_init=nn.initializers.lecun_normal())
+    variables = ours.init(jax.random.key(0), x)
+    assert jax.tree.map(jnp.shape, variables) == {"params": {"kernel": (6, 4), "bias": (4,)}}
+    reference = theirs.init(jax.random.key(0), x)
+    np.testing.assert_array_equal(variables["params"]["kernel"], reference["params"]["kernel"])
+    variables = {"params": {**variables["params"], "bias": jnp.arange(4.0)}}
+    np.testing.assert_allclose(ours.apply(variables, x), theirs.apply(variables, x), atol=1e-6)
+
+
+def _loss(layer, variables, x, weights):
+    return jnp.sum(layer.apply(variables, x).astype(jnp.float32) * weights)
+
+
+def test_bfloat16_gradients_match_float32_autodiff():
+    x = _inputs()
+    weights = _inputs(1)[..., :4]
+    layer = Dense(4, dtype=jnp.bfloat16)
+    variables = layer.init(jax.random.key(0), x)
+    variables = {"params": {**variables["params"], "bias": jnp.linspace(-1.0, 1.0, 4)}}
+    grad = jax.grad(_loss, argnums=(1, 2))
+    got_params, got_x = grad(layer, variables, x, weights)
+    want_params, want_x = grad(nn.Dense(4), variables, x, weights)
+    assert got_params["params"]["kernel"].dtype == jnp.float32  # params stay float32
+    for got, want in [
+        (got_x, want_x),
+        (got_params["params"]["kernel"], want_params["params"]["kernel"]),
+        (got_params["params"]["bias"], want_params["params"]["bias"]),
+    ]:
+        error = np.abs(np.asarray(got) - np.asarray(want)).max()
+        assert error < 0.02 * np.abs(np.asarray(want)).max(), error
+
+
+def test_bfloat16_dots_return_float32_and_the_bias_gradient_is_a_dot():
+    x = _inputs().astype(jnp.bfloat16)
+    layer = Dense(4, dtype=jnp.bfloat16)
+    variables = layer.init(jax.random.key(0), x)
+    jaxpr = jax.make_jaxpr(jax.grad(_loss, argnums=1), static_argnums=0)(
+        layer, variables, x, jnp.ones((2, 5, 4))
+    )
+    equations = list(_equations(jaxpr.jaxpr))
+    dots = [eqn for eqn in equations if eqn.primitive.name == "dot_general"]
+    assert len(dots) >= 4  # forward, input, kernel and bias gradients
+    assert all(eqn.outvars[0].aval.dtype == jnp.float32 for eqn in dots)
+    row_sums = [
+        eqn
+        for eqn in equations
+        if eqn.primitive.name == "reduce_sum" and eqn.outvars[0].aval.shape  # not the loss
+    ]
+    assert not row_sums
