@@ -2,12 +2,12 @@
 
 Plain autodiff of softmax(QK^T / sqrt(d))V writes the (B, H, N, N) scores and probabilities
 to memory several times and reads them back in the backward pass; on a CPU those passes,
-not the FLOPs, dominate (ViT-B at 513 tokens: 190 ms forward+backward against 134 ms for
+not the FLOPs, dominate (ViT-B at 513 tokens: 170 ms forward+backward against 134 ms for
 PyTorch's fused SDPA, benchmarks section of the README). Here a `lax.map` walks over chunks
 of (clip, head) pairs small enough that one chunk's N x N block stays in cache, and the
 backward pass recomputes each block's probabilities from the saved log-sum-exp instead of
 storing them, using FlashAttention's identity dS = P * (dP - rowsum(dO * O)) (Dao et al.,
-2022). Same result as the reference to float32 rounding; 81 ms on the shape above.
+2022). Same result as the reference to float32 rounding; 86 ms on the shape above.
 
 Under data parallelism the batch axis is sharded over devices. The chunks are cut inside
 each device's share of the batch (leading axis = device count), so the loop runs over an

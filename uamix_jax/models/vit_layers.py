@@ -64,7 +64,7 @@ def resolve_attention(implementation: str) -> str:
     """'auto' -> 'chunked' on the CPU backend, 'xla_sdpa' elsewhere; other names pass through.
 
     On XLA:CPU the chunked attention is more than twice as fast as dot_product_attention
-    (ViT-B shape, forward+backward: 81 against 190 ms, README benchmarks section); on
+    (ViT-B shape, forward+backward: 86 against 170 ms, README encoder section); on
     GPU/TPU dot_product_attention is XLA's (and cuDNN's) own path.
     """
     if implementation not in ATTENTION_IMPLEMENTATIONS:
