@@ -17,7 +17,7 @@ import sys
 # forward+backward, same loss (README, benchmarks section).
 CPU_XLA_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=individual_dot",)
 
-# XLA:CPU allocates each step's temporaries (4.4 GB for ViT-B at batch 2) afresh. glibc
+# XLA:CPU allocates each step's temporaries (3.1 GB for ViT-B at batch 2) afresh. glibc
 # returns buffers that large to the kernel at every free, so each step faults them in
 # again (800k page faults, 2.6 s of system time per ViT-B step), and on a VM that hands
 # freed memory back to its host a step that follows another process's work pays twice
