@@ -8,11 +8,23 @@ import torch
 from torch_audiomae_reference import AudioMAEReference, audiomae_sincos_table
 
 from uamix_jax.models import audiomae
-from uamix_jax.models.vit_layers import DropPath
+from uamix_jax.models.vit_layers import DropPath, gelu
 from weights_conversion.audiomae_layout import infer_config, state_dict_to_variables
 
 TOLERANCE = 1e-4  # float32, max abs difference (issue 2)
 TINY = dict(embed_dim=64, depth=2, num_heads=2, target_length=128)
+
+
+def test_gelu_is_torch_exact_gelu_values_and_gradient():
+    x = np.linspace(-9.0, 9.0, 2001, dtype=np.float32)
+    x_torch = torch.tensor(x, requires_grad=True)
+    torch.nn.functional.gelu(x_torch).sum().backward()  # approximate='none': the erf form
+    np.testing.assert_allclose(
+        gelu(jnp.asarray(x)), torch.nn.functional.gelu(x_torch).detach(), atol=1e-6
+    )
+    np.testing.assert_allclose(
+        jax.grad(lambda v: gelu(v).sum())(jnp.asarray(x)), x_torch.grad, atol=1e-6
+    )
 
 
 def _tiny_config(**overrides):

@@ -32,10 +32,12 @@ def _dot(spec: str, a: jax.Array, b: jax.Array, dtype) -> jax.Array:
 
 
 @jax.custom_vjp
-def dense(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
-    """x (..., K) @ kernel (K, N) + bias (N,), accumulated in float32, in x.dtype."""
+def dense(x: jax.Array, kernel: jax.Array, bias: jax.Array | None) -> jax.Array:
+    """x (..., K) @ kernel (K, N) [+ bias (N,)], accumulated in float32, in x.dtype."""
     out = jnp.einsum("...k,kn->...n", x, kernel, preferred_element_type=jnp.float32)
-    return (out + bias.astype(jnp.float32)).astype(x.dtype)
+    if bias is not None:
+        out = out + bias.astype(jnp.float32)
+    return out.astype(x.dtype)
 
 
 def _dense_forward(x, kernel, bias):
@@ -44,11 +46,14 @@ def _dense_forward(x, kernel, bias):
 
 def _dense_backward(residuals, d_out):
     x, kernel, bias = residuals
-    ones = jnp.ones(d_out.shape[:-1], d_out.dtype)
+    d_bias = None
+    if bias is not None:
+        ones = jnp.ones(d_out.shape[:-1], d_out.dtype)
+        d_bias = _dot("...,...n->n", ones, d_out, bias.dtype)
     return (
         _dot("...n,kn->...k", d_out, kernel, x.dtype),
         _dot("...k,...n->kn", x, d_out, kernel.dtype),
-        _dot("...,...n->n", ones, d_out, bias.dtype),
+        d_bias,
     )
 
 
@@ -63,13 +68,16 @@ class Dense(nn.Module):
 
     features: int
     dtype: Any = None
+    use_bias: bool = True
     kernel_init: Any = nn.initializers.xavier_uniform()
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features), jnp.float32)
-        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
+        bias = None
+        if self.use_bias:
+            bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
         x, kernel, bias = promote_dtype(x, kernel, bias, dtype=self.dtype)
         if x.dtype == jnp.float32:
-            return x @ kernel + bias
+            return x @ kernel if bias is None else x @ kernel + bias
         return dense(x, kernel, bias)

@@ -8,6 +8,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from uamix_jax.models.audiomae_config import ATTENTION_IMPLEMENTATIONS
 from uamix_jax.models.chunked_attention import chunked_attention
@@ -15,6 +16,15 @@ from uamix_jax.models.dense import Dense
 
 # AudioMAE builds every LayerNorm with eps 1e-6 (models_vit.py, models_mae.py).
 LayerNorm = functools.partial(nn.LayerNorm, epsilon=1e-6)
+
+
+def gelu(x: jax.Array) -> jax.Array:
+    """Exact GELU written as PyTorch's nn.GELU computes it: x/2 (1 + erf(x / sqrt 2)).
+
+    jax.nn.gelu(approximate=False) uses erfc, which XLA:CPU expands into two series, an exp
+    and two divisions: fwd+bwd on a (12, 513, 768) float32 array 4.4 against 2.5 ms here.
+    """
+    return 0.5 * x * (1.0 + jax.lax.erf(x * np.sqrt(0.5).astype(x.dtype)))
 
 
 class DropPath(nn.Module):
@@ -117,7 +127,7 @@ class Mlp(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
         dim = x.shape[-1]
-        x = nn.gelu(Dense(self.hidden_dim, dtype=self.dtype, name="fc1")(x), approximate=False)
+        x = gelu(Dense(self.hidden_dim, dtype=self.dtype, name="fc1")(x))
         x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
         x = Dense(dim, dtype=self.dtype, name="fc2")(x)
         return nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)

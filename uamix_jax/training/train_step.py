@@ -1,6 +1,6 @@
 """One uaMix-MAE tuning step, compiled once per progressive stage.
 
-views -> encoder (top ``trainable_blocks`` differentiable) -> NNCLR head per view
+views -> encoder (top ``trainable_blocks`` differentiable) -> NNCLR head on the stacked views
 -> neighbours from the queue -> L_clean + w_mix L_mix -> AdamW on the trainable
 leaves -> EMA target projector -> enqueue.
 """
@@ -41,21 +41,19 @@ def make_train_step(
     target_projector = nnclr_head.Projector(head.proj_hidden_dim, head.output_dim, head.dtype)
     patch_size = encoder.config.patch_size
 
-    def targets(state: TrainState, pooled: list[jax.Array], projections: list[jax.Array]):
-        """z used for the queue and the lookups: online projections, or the EMA projector's."""
+    def targets(state: TrainState, pooled: jax.Array, projections: jax.Array):
+        """z (V, B, d) used for the queue and the lookups: online projections, or the EMA
+        projector's, for the (V, B, D) pooled clean views."""
         if not state.ema:
-            return [jax.lax.stop_gradient(z) for z in projections], state.ema
-        batch_stats, out = state.ema["batch_stats"], []
-        for x in pooled:
-            z, updates = target_projector.apply(
-                {"params": state.ema["params"], "batch_stats": batch_stats},
-                jax.lax.stop_gradient(x),
-                train=True,
-                mutable=["batch_stats"],
-            )
-            batch_stats = updates["batch_stats"]
-            out.append(z.astype(jnp.float32))
-        return out, {"params": state.ema["params"], "batch_stats": batch_stats}
+            return jax.lax.stop_gradient(projections), state.ema
+        z, updates = target_projector.apply(
+            {"params": state.ema["params"], "batch_stats": state.ema["batch_stats"]},
+            jax.lax.stop_gradient(pooled),
+            train=True,
+            mutable=["batch_stats"],
+        )
+        ema = {"params": state.ema["params"], "batch_stats": updates["batch_stats"]}
+        return z.astype(jnp.float32), ema
 
     def step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
         rng, step_rng = jax.random.split(state.rng)
@@ -83,18 +81,15 @@ def make_train_step(
                 trainable_blocks=trainable_blocks,
                 rngs={"dropout": dropout_rng},
             )
-            pooled = jnp.split(encoded.pooled, len(views))
-            batch_stats, projections, predictions = state.batch_stats, [], []
-            for x in pooled:  # one head call per view: per-view BatchNorm statistics
-                (z, p), updates = head.apply(
-                    {"params": params["head"], "batch_stats": batch_stats},
-                    x,
-                    train=True,
-                    mutable=["batch_stats"],
-                )
-                batch_stats = updates["batch_stats"]
-                projections.append(z)
-                predictions.append(p)
+            # (V, B, D): the head's BatchNorm keeps each view's statistics its own.
+            pooled = encoded.pooled.reshape(len(views), -1, encoded.pooled.shape[-1])
+            (projections, predictions), updates = head.apply(
+                {"params": params["head"], "batch_stats": state.batch_stats},
+                pooled,
+                train=True,
+                mutable=["batch_stats"],
+            )
+            batch_stats = updates["batch_stats"]
             (z1, z2), ema = targets(state, pooled[:2], projections[:2])
             nn1, index1 = nnclr.nearest_neighbour(
                 state.queue, z1, batch["id"], nn1_rng, method.topk
