@@ -56,36 +56,49 @@ def _from_chunks(x: jax.Array, shards: int, batch: int, heads: int) -> jax.Array
     return jnp.moveaxis(x, 0, 1).reshape((batch, heads) + x.shape[3:])
 
 
-def _scaled_scores(q: jax.Array, k: jax.Array) -> jax.Array:
-    scores = jnp.einsum("...qd,...kd->...qk", q, k, preferred_element_type=jnp.float32)
-    return scores * q.shape[-1] ** -0.5
+def _dot(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
+    return jnp.einsum(spec, a, b, preferred_element_type=jnp.float32)
+
+
+def _row_max(x: jax.Array) -> jax.Array:
+    """max over the last axis, keepdims. The select reducer is what XLA's fast min/max would
+    emit; jnp.max's NaN-propagating compare cost 15% of the forward chunk. A NaN score still
+    reaches the output through exp."""
+    return jax.lax.reduce(x, -jnp.inf, lambda a, b: jnp.where(a > b, a, b), (x.ndim - 1,))[
+        ..., None
+    ]
 
 
 def _forward_chunk(q, k, v):
-    scores = _scaled_scores(q, k)
-    peak = jnp.max(scores, axis=-1, keepdims=True)
-    unnormalised = jnp.exp(scores - peak)
-    total = jnp.sum(unnormalised, axis=-1, keepdims=True)
-    # Normalising the (N, Dh) output instead of the (N, N) probabilities saves a pass.
-    out = jnp.einsum(
-        "...qk,...kd->...qd",
-        unnormalised.astype(v.dtype),
-        v,
-        preferred_element_type=jnp.float32,
-    )
+    scores = _dot("...qd,...kd->...qk", q, k) * q.shape[-1] ** -0.5
+    peak = _row_max(scores)
+    unnormalised = jnp.exp(scores - peak).astype(v.dtype)
+    # A column of ones appended to V makes the same dot return each row's sum, in place of
+    # a separate reduction pass over the (N, N) block; normalising the (N, Dh) output
+    # instead of the probabilities saves another pass.
+    v_ones = jnp.concatenate([v, jnp.ones(v.shape[:-1] + (1,), v.dtype)], axis=-1)
+    out_and_total = _dot("...qk,...kd->...qd", unnormalised, v_ones)
+    out, total = out_and_total[..., :-1], out_and_total[..., -1:]
     return (out / total).astype(v.dtype), peak + jnp.log(total)
 
 
 def _backward_chunk(q, k, v, out, log_sum_exp, d_out):
-    probs = jnp.exp(_scaled_scores(q, k) - log_sum_exp)
-    d_v = jnp.einsum(
-        "...qk,...qd->...kd", probs.astype(d_out.dtype), d_out, preferred_element_type=jnp.float32
-    )
-    d_probs = jnp.einsum("...qd,...kd->...qk", d_out, v, preferred_element_type=jnp.float32)
-    row_dot = jnp.sum(d_out.astype(jnp.float32) * out.astype(jnp.float32), axis=-1, keepdims=True)
-    d_scores = (probs * (d_probs - row_dot) * q.shape[-1] ** -0.5).astype(q.dtype)
-    d_q = jnp.einsum("...qk,...kd->...qd", d_scores, k, preferred_element_type=jnp.float32)
-    d_k = jnp.einsum("...qk,...qd->...kd", d_scores, q, preferred_element_type=jnp.float32)
+    """Gradients from the (key, query)-transposed probabilities P^T and dS^T.
+
+    In that frame dV = P^T dO and dK = dS^T Q are plain matrix products, which XLA:CPU
+    hands to YNNPACK (bf16 included); written from P and dS they contract P's first
+    axis, which XLA ran as a float32 Eigen dot after converting P. With the forward's
+    changes above, ViT-B shape forward+backward: bf16 69 -> 54 ms, float32 66 -> 58 ms.
+    Only dQ = (dS^T)^T K stays transposed.
+    """
+    scale = q.shape[-1] ** -0.5
+    probs_t = jnp.exp(_dot("...kd,...qd->...kq", k, q) * scale - jnp.swapaxes(log_sum_exp, -1, -2))
+    d_v = _dot("...kq,...qd->...kd", probs_t.astype(d_out.dtype), d_out)
+    d_probs_t = _dot("...kd,...qd->...kq", v, d_out)
+    row_dot = jnp.sum(d_out.astype(jnp.float32) * out.astype(jnp.float32), axis=-1)
+    d_scores_t = (probs_t * (d_probs_t - row_dot[..., None, :]) * scale).astype(q.dtype)
+    d_k = _dot("...kq,...qd->...kd", d_scores_t, q)
+    d_q = _dot("...kq,...kd->...qd", d_scores_t, k)
     return d_q.astype(q.dtype), d_k.astype(k.dtype), d_v.astype(v.dtype)
 
 
