@@ -27,6 +27,15 @@ def test_gelu_is_torch_exact_gelu_values_and_gradient():
     )
 
 
+def test_bfloat16_gelu_rounds_once_and_its_gradient_follows_float32():
+    x = jnp.linspace(-6.0, 6.0, 4001, dtype=jnp.float32).astype(jnp.bfloat16)
+    np.testing.assert_array_equal(gelu(x), gelu(x.astype(jnp.float32)).astype(jnp.bfloat16))
+    grad_bf16 = jax.grad(lambda v: gelu(v).astype(jnp.float32).sum())(x)
+    grad_f32 = jax.grad(lambda v: gelu(v).sum())(x.astype(jnp.float32))
+    assert grad_bf16.dtype == jnp.bfloat16
+    np.testing.assert_allclose(grad_bf16.astype(jnp.float32), grad_f32, atol=2e-2, rtol=1e-2)
+
+
 def _tiny_config(**overrides):
     return audiomae.preset("tiny", **{**TINY, **overrides})
 

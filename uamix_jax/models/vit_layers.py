@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from uamix_jax.models.audiomae_config import ATTENTION_IMPLEMENTATIONS
 from uamix_jax.models.chunked_attention import chunked_attention
@@ -18,13 +18,35 @@ from uamix_jax.models.dense import Dense
 LayerNorm = functools.partial(nn.LayerNorm, epsilon=1e-6)
 
 
-def gelu(x: jax.Array) -> jax.Array:
-    """Exact GELU written as PyTorch's nn.GELU computes it: x/2 (1 + erf(x / sqrt 2)).
+_SQRT_HALF = math.sqrt(0.5)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
+
+@jax.custom_vjp
+def gelu(x: jax.Array) -> jax.Array:
+    """Exact GELU as PyTorch's nn.GELU computes it, x/2 (1 + erf(x / sqrt 2)), in float32.
+
+    One fused pass each way that keeps only x for the backward pass. Under bf16, autodiff of
+    the formula rounded and stored every intermediate (five (B, N, 4D) passes forward); and
     jax.nn.gelu(approximate=False) uses erfc, which XLA:CPU expands into two series, an exp
-    and two divisions: fwd+bwd on a (12, 513, 768) float32 array 4.4 against 2.5 ms here.
+    and two divisions (float32 fwd+bwd on (12, 513, 768): 4.4 against 2.5 ms for erf).
     """
-    return 0.5 * x * (1.0 + jax.lax.erf(x * np.sqrt(0.5).astype(x.dtype)))
+    return _gelu_forward(x)[0]
+
+
+def _gelu_forward(x):
+    x32 = x.astype(jnp.float32)
+    return (0.5 * x32 * (1.0 + jax.lax.erf(x32 * _SQRT_HALF))).astype(x.dtype), x
+
+
+def _gelu_backward(x, d_out):
+    x32 = x.astype(jnp.float32)
+    cdf = 0.5 * (1.0 + jax.lax.erf(x32 * _SQRT_HALF))
+    pdf = jnp.exp(-0.5 * x32 * x32) * _INV_SQRT_2PI
+    return ((d_out.astype(jnp.float32) * (cdf + x32 * pdf)).astype(x.dtype),)
+
+
+gelu.defvjp(_gelu_forward, _gelu_backward)
 
 
 class DropPath(nn.Module):
