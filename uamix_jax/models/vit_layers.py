@@ -130,7 +130,10 @@ class Attention(nn.Module):
         qkv = Dense(3 * dim, dtype=self.dtype, name="qkv")(x)
         qkv = qkv.reshape(batch, length, 3, self.num_heads, dim // self.num_heads)
         if resolve_attention(self.implementation) == "chunked":
-            q, k, v = jnp.transpose(qkv, (2, 0, 3, 1, 4))
+            # split, not indexing: the backward pass then assembles d_qkv with one
+            # concatenation instead of adding three zero-padded copies (bf16 ViT-B step:
+            # 17 ms per block for that add, single-threaded).
+            q, k, v = (jnp.squeeze(x, 0) for x in jnp.split(jnp.transpose(qkv, (2, 0, 3, 1, 4)), 3))
             out = jnp.swapaxes(chunked_attention(q, k, v), 1, 2)
         else:
             q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
