@@ -7,9 +7,11 @@ Runs, in this order: the peak FLOP/s of the machine; the step-time comparison an
 progressive-freezing sweep (0, 2, 4, 6 and all trainable blocks) for the tiny model and for
 ViT-B at 1024 x 128, in float32, and in bfloat16 where the CPU has native bf16 (AVX-512 BF16
 or AMX); then the front end's and the data pipeline's own benchmarks (owned by those areas,
-called as they are). Writes ``benchmarks/results.json`` and rewrites the table between the
-``benchmarks:results`` markers of README.md. The load average before and after every
-measurement is recorded with it: on a shared machine the numbers mean little above ~1.
+called as they are). ``benchmarks/results.json`` keeps the latest run of every machine
+(CPU model, cores and ISA features); a run replaces that machine's entry and leaves the
+others, and the README's block between the ``benchmarks:results`` markers shows them all,
+newest first. The load average before and after every measurement is recorded with it: on
+a shared machine the numbers mean little above ~1.
 """
 
 from __future__ import annotations
@@ -111,20 +113,33 @@ def step_rows(result: dict[str, Any], peak_gflops: float) -> list[str]:
     return rows
 
 
-def render(results: dict[str, Any]) -> str:
-    """The README block: machine line, peak, step table, input side."""
+def machine_name(m: dict[str, Any]) -> str:
+    """'AMD EPYC, 2 cores; avx2, fma': what tells one benchmark machine from another."""
+    return f"{m['cpu']}, {m['cores']} cores; {', '.join(k for k, v in m['features'].items() if v)}"
+
+
+def render(machines: list[dict[str, Any]]) -> str:
+    """The README block: one section per machine, newest run first."""
+    ordered = sorted(machines, key=lambda run: run["machine"]["date"], reverse=True)
+    return "\n".join(render_machine(run) for run in ordered)
+
+
+def render_machine(results: dict[str, Any]) -> str:
+    """One machine's block: machine line, peak, step table, input side."""
     m = results["machine"]
-    features = ", ".join(k for k, v in m["features"].items() if v)
     lines = [
-        f"Measured {m['date']} on {m['cpu']} ({m['cores']} cores; {features}), Python "
-        f"{m['python']}, JAX {m['jax']}, PyTorch {m['torch']}, by `python benchmarks/run_all.py`.",
+        f"#### {machine_name(m)}",
+        "",
+        f"Measured {m['date']}, Python {m['python']}, JAX {m['jax']}, PyTorch {m['torch']}, by "
+        "`python benchmarks/run_all.py`.",
         "",
     ]
     for dtype, peak in results["peak"].items():
+        torch_gflops = peak["measured"]["by_framework"]["torch"]
         lines.append(
             f"Peak {dtype}: measured {peak['measured']['gflops']:.0f} GFLOP/s (best of a "
             f"{peak['measured']['size']}^3 matmul: JAX {peak['measured']['by_framework']['jax']:.0f}, "
-            f"PyTorch {peak['measured']['by_framework']['torch']:.0f}); nominal "
+            f"PyTorch {'not run' if torch_gflops is None else f'{torch_gflops:.0f}'}); nominal "
             f"{peak['nominal']['gflops']:.0f} GFLOP/s = {peak['nominal']['cores']} cores x "
             f"{peak['nominal']['clock_ghz']:.2f} GHz x {peak['nominal']['vector_bits'] // 32} fp32 "
             f"lanes{' x 2 (bf16 pairs)' if dtype == 'bfloat16' else ''} x 2 (FMA) x "
@@ -164,6 +179,14 @@ def peak_used(peak: dict[str, Any]) -> float:
     return max(peak["measured"]["gflops"], peak["nominal"]["gflops"])
 
 
+def recorded_machines() -> list[dict[str, Any]]:
+    """The runs in benchmarks/results.json, one per machine ([] before the first)."""
+    if not os.path.exists(RESULTS):
+        return []
+    with open(RESULTS) as f:
+        return json.load(f)["machines"]
+
+
 def write_readme(block: str) -> None:
     """Replaces the text between the results markers (inside the benchmarks section)."""
     with open(README) as f:
@@ -178,7 +201,11 @@ def write_readme(block: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Regenerate the README's benchmark table.")
-    parser.add_argument("--quick", action="store_true", help="tiny model, 1 repetition")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny model, 1 repetition: printed only, results.json and README untouched",
+    )
     parser.add_argument("--no_readme", action="store_true", help="only write results.json")
     parser.add_argument(
         "--dtypes",
@@ -205,12 +232,11 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.render_only:
-        with open(RESULTS) as f:
-            write_readme(render(json.load(f)))
+        write_readme(render(recorded_machines()))
         return
     results: dict[str, Any] = {"machine": machine(), "steps": []}
     features = results["machine"]["features"]
-    native_bf16 = features["avx512_bf16"] or features["amx_bf16"]
+    native_bf16 = peak_flops.has_native_bf16(features)
     results["xla_flags"] = args.xla_flags
     dtypes = args.dtypes or ["float32"] + (["bfloat16"] if native_bf16 else [])
     results["peak"] = {
@@ -236,11 +262,17 @@ def main() -> None:
             step_time.print_table(result)
             results["steps"].append(result)
     results["input"] = input_side(args.quick)
+    print(render_machine(results))
+    if args.quick:  # a check, not a record
+        return
+    this_machine = machine_name(results["machine"])
+    machines = [results] + [
+        run for run in recorded_machines() if machine_name(run["machine"]) != this_machine
+    ]
     with open(RESULTS, "w") as f:
-        json.dump(results, f, indent=1)
+        json.dump({"machines": machines}, f, indent=1)
     if not args.no_readme:
-        write_readme(render(results))
-    print(render(results))
+        write_readme(render(machines))
 
 
 if __name__ == "__main__":

@@ -486,6 +486,15 @@ def main() -> None:
     if args.worker:
         serve(args.worker, json.loads(args.spec))
         return
+    if args.dtype == "bfloat16" and "torch" in args.frameworks:
+        import peak_flops
+
+        if not peak_flops.has_native_bf16():
+            parser.error(
+                "--dtype bfloat16 with the PyTorch reference needs a CPU with native bf16 "
+                "(AVX-512 BF16 or AMX): this one has none, and PyTorch's fallback multiplies "
+                "bf16 at about 1 GFLOP/s. Use --frameworks jax, or --dtype float32."
+            )
     model = {
         "preset": args.preset,
         "overrides": json.loads(args.model_overrides),
