@@ -7,8 +7,17 @@ import sys
 
 from uamix_jax import xla_setup
 
-FLAG = xla_setup.CPU_XLA_FLAGS[0]
+FLAG = xla_setup.cpu_xla_flags()[0]
 NAME = FLAG.split("=", 1)[0]
+
+
+def test_dot_library_follows_the_vector_isa():
+    avx2 = {"fma", "avx2"}
+    assert xla_setup.cpu_xla_flags(avx2) == (xla_setup.NO_YNNPACK,)
+    assert xla_setup.cpu_xla_flags(avx2 | {"avx512f"}) == (xla_setup.YNNPACK_DOTS_ONLY,)
+    assert xla_setup.cpu_xla_flags({"neon", "asimd"}) == (xla_setup.YNNPACK_DOTS_ONLY,)
+    assert xla_setup.cpu_xla_flags(set()) == (xla_setup.YNNPACK_DOTS_ONLY,)
+    assert NAME == xla_setup.NO_YNNPACK.split("=", 1)[0]  # one flag name: the user's wins
 
 
 def test_flags_are_appended_to_the_users_flags():
@@ -17,7 +26,8 @@ def test_flags_are_appended_to_the_users_flags():
 
 
 def test_a_flag_the_user_set_is_kept():
-    assert xla_setup.with_cpu_xla_flags(f"{NAME}=") == f"{NAME}="
+    for users in (xla_setup.NO_YNNPACK, xla_setup.YNNPACK_DOTS_ONLY):
+        assert xla_setup.with_cpu_xla_flags(users) == users
 
 
 def test_environment_is_updated_on_cpu_and_left_alone_for_accelerators(monkeypatch):

@@ -12,10 +12,16 @@ import ctypes.util
 import os
 import sys
 
-# XLA:CPU's default hands dots, convolutions and reductions to YNNPACK; this keeps YNNPACK
-# for the dots only (XLA's own code runs the rest): -19% CPU time for the ViT-B encoder
-# forward+backward, same loss (README, benchmarks section).
-CPU_XLA_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=individual_dot",)
+# Which library runs XLA:CPU's dots. XLA's default hands dots, convolutions and reductions
+# to YNNPACK; measured on 2-core EPYC VMs (README, benchmarks section):
+# - with AVX-512 (Zen 4): YNNPACK for the dots only, XLA's own code for the rest, took 19%
+#   less CPU time for the ViT-B encoder forward+backward than the default, and YNNPACK's
+#   is XLA:CPU's only fast bfloat16 dot (AVX512-BF16).
+# - with AVX2 only (Zen 2): no YNNPACK at all, so XLA's own (Eigen) dots: the step's dense
+#   shapes ran at 152-171 GFLOP/s against YNNPACK's 133-143, and the float32 tuning step
+#   was 6% (tiny) and 3-16% (ViT-B) faster than with YNNPACK's dots.
+YNNPACK_DOTS_ONLY = "--xla_cpu_experimental_ynn_fusion_type=individual_dot"
+NO_YNNPACK = "--xla_cpu_experimental_ynn_fusion_type="
 
 # XLA:CPU allocates each step's temporaries (3.1 GB for ViT-B at batch 2) afresh. glibc
 # returns buffers that large to the kernel at every free, so each step faults them in
@@ -38,9 +44,33 @@ def _merged(current: str, wanted: tuple[str, ...], separator: str) -> str:
     return separator.join(items + [item for item in wanted if item.split("=", 1)[0] not in present])
 
 
+def _host_isa_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo (Linux; empty elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_xla_flags(isa_flags: set[str] | None = None) -> tuple[str, ...]:
+    """The XLA flags for a CPU with these feature flags (default: this host's).
+
+    AVX2 without AVX-512 gets XLA's own dots; everything else, ARM and unknown CPUs
+    included, YNNPACK's dots (see the measurements above).
+    """
+    isa_flags = _host_isa_flags() if isa_flags is None else isa_flags
+    if "avx2" in isa_flags and "avx512f" not in isa_flags:
+        return (NO_YNNPACK,)
+    return (YNNPACK_DOTS_ONLY,)
+
+
 def with_cpu_xla_flags(xla_flags: str) -> str:
-    """``xla_flags`` plus each of CPU_XLA_FLAGS whose name it does not set already."""
-    return _merged(xla_flags, CPU_XLA_FLAGS, " ")
+    """``xla_flags`` plus each of `cpu_xla_flags` whose name it does not set already."""
+    return _merged(xla_flags, cpu_xla_flags(), " ")
 
 
 def with_glibc_tunables(tunables: str) -> str:
@@ -54,7 +84,7 @@ def _runs_on_cpu() -> bool:
 
 
 def set_cpu_xla_flags() -> None:
-    """Adds CPU_XLA_FLAGS to $XLA_FLAGS. Call before anything initialises a JAX backend."""
+    """Adds `cpu_xla_flags` to $XLA_FLAGS. Call before anything initialises a JAX backend."""
     if _runs_on_cpu():
         os.environ["XLA_FLAGS"] = with_cpu_xla_flags(os.environ.get("XLA_FLAGS", ""))
 
