@@ -22,6 +22,8 @@ import re
 import subprocess
 import time
 
+from uamix_jax import xla_setup
+
 # Vendor dense peak TFLOP/s (bfloat16 / float32 without TF32) per jax device_kind; from the
 # NVIDIA A100/H100 and Google Cloud TPU data sheets.
 KNOWN_PEAK_TFLOPS = {
@@ -74,7 +76,7 @@ def nominal_peak_gflops(dtype: str = "float32", fma_units: int = 2) -> dict:
 
 def cpu_features() -> dict[str, bool]:
     """The ISA features that decide float32 and native bfloat16 speed."""
-    flags = set(lscpu().get("Flags", "").split())
+    flags = xla_setup.host_isa_flags()
     return {
         name: name in flags
         for name in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")

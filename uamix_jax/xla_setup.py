@@ -44,7 +44,7 @@ def _merged(current: str, wanted: tuple[str, ...], separator: str) -> str:
     return separator.join(items + [item for item in wanted if item.split("=", 1)[0] not in present])
 
 
-def _host_isa_flags() -> set[str]:
+def host_isa_flags() -> set[str]:
     """The CPU's feature flags from /proc/cpuinfo (Linux; empty elsewhere)."""
     try:
         with open("/proc/cpuinfo") as f:
@@ -62,7 +62,7 @@ def cpu_xla_flags(isa_flags: set[str] | None = None) -> tuple[str, ...]:
     AVX2 without AVX-512 gets XLA's own dots; everything else, ARM and unknown CPUs
     included, YNNPACK's dots (see the measurements above).
     """
-    isa_flags = _host_isa_flags() if isa_flags is None else isa_flags
+    isa_flags = host_isa_flags() if isa_flags is None else isa_flags
     if "avx2" in isa_flags and "avx512f" not in isa_flags:
         return (NO_YNNPACK,)
     return (YNNPACK_DOTS_ONLY,)
