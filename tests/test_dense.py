@@ -65,3 +65,43 @@ def test_bfloat16_dots_return_float32_and_the_bias_gradient_is_a_dot():
         if eqn.primitive.name == "reduce_sum" and eqn.outvars[0].aval.shape  # not the loss
     ]
     assert not row_sums
+
+
+def test_float32_cpu_path_matches_autodiff_of_nn_dense():
+    """[x, 1] @ [kernel; bias] with its own backward: nn.Dense's values and gradients."""
+    assert jax.default_backend() == "cpu"
+    x = _inputs()
+    weights = _inputs(1)[..., :4]
+    variables = Dense(4).init(jax.random.key(0), x)
+    variables = {"params": {**variables["params"], "bias": jnp.linspace(-1.0, 1.0, 4)}}
+    np.testing.assert_allclose(
+        Dense(4).apply(variables, x), nn.Dense(4).apply(variables, x), rtol=1e-6, atol=1e-6
+    )
+    grad = jax.grad(_loss, argnums=(1, 2))
+    (got_params, got_x), (want_params, want_x) = (
+        grad(layer, variables, x, weights) for layer in (Dense(4), nn.Dense(4))
+    )
+    np.testing.assert_allclose(got_x, want_x, rtol=1e-5, atol=1e-5)
+    for name in ("kernel", "bias"):
+        np.testing.assert_allclose(
+            got_params["params"][name], want_params["params"][name], rtol=1e-5, atol=1e-5
+        )
+
+
+def test_float32_cpu_bias_gradient_comes_from_the_weight_gradient_dot():
+    x = _inputs()
+    layer = Dense(4)
+    variables = layer.init(jax.random.key(0), x)
+    jaxpr = jax.make_jaxpr(jax.grad(_loss, argnums=1), static_argnums=0)(
+        layer, variables, x, jnp.ones((2, 5, 4))
+    )
+    equations = list(_equations(jaxpr.jaxpr))
+    weight_gradient = [
+        eqn
+        for eqn in equations
+        if eqn.primitive.name == "dot_general" and eqn.outvars[0].aval.shape == (7, 4)
+    ]
+    assert len(weight_gradient) == 1  # (6 inputs + the ones column) x 4 outputs
+    assert not [
+        eqn for eqn in equations if eqn.primitive.name == "reduce_sum" and eqn.outvars[0].aval.shape
+    ]

@@ -1,18 +1,28 @@
-"""The ViT's linear layer, y = x W + b, with a hand-written backward pass for bfloat16.
+"""The ViT's linear layer, y = x W + b, with hand-written backward passes for the CPU.
 
-Under bfloat16 compute, autodiff of `nn.Dense` leaves two things slow on a CPU (README,
-benchmarks section):
+Autodiff of `x @ kernel + bias` leaves two things slow on XLA:CPU (README, benchmarks
+section):
 
+- the bias gradient. Autodiff sums d_out over every row, a reduction that XLA:CPU splits
+  into single-threaded reduce-window passes: 74 ms for fc1's (3078, 3072) in the float32
+  ViT-B step, about 1 s per step over all layers.
 - bfloat16 dots. XLA:CPU's fast bf16 dot (YNNPACK, AVX512-BF16) runs only when the dot
-  returns float32: a 4096^3 matmul reached 682 GFLOP/s that way, 308 returning bf16. Here
-  the forward dot and both backward dots accumulate and return float32 and are rounded to
-  the compute dtype afterwards, where a bf16 dot would have rounded anyway.
-- the bias gradient. Autodiff sums d_out over every row with a reduction that XLA:CPU
-  splits into reduce-window passes (1.1 s of a 4.5 s bf16 ViT-B step); here it is a
-  vector-matrix product with ones, which runs as a dot.
+  returns float32: a 4096^3 matmul reached 682 GFLOP/s that way, 308 returning bf16.
 
-Together: ViT-B encoder forward+backward in bf16 6.5 -> 3.9 s. In float32 the same
-backward pass was slower than autodiff's (6.6 against 6.1 s), so float32 keeps autodiff.
+float32 on the CPU backend (`dense_ones_column`): the layer multiplies [x, 1] by
+[kernel; bias], so the weight-gradient product [x, 1]^T d_out yields the bias gradient as
+its last row, without another pass over d_out. ViT-B float32 step 14.1 -> 12.8 s (2-core
+AVX2 EPYC, in-process A/B). Two simpler forms were slower: a separate ones-vector product
+for the bias gradient (XLA then fused the GELU backward into the transposing copy of
+d_out; README, item 12), and autodiff of [x, 1] @ [kernel; bias] (XLA transposes the wide
+d_out rather than [x, 1]: tiny step 28% slower). Other backends keep autodiff: their
+reductions are fast, and a 769-wide operand would misalign their matrix units.
+
+bfloat16 (`dense`): the forward dot and both backward dots accumulate and return float32
+and are rounded to the compute dtype afterwards, where a bf16 dot would have rounded
+anyway; the bias gradient is a vector-matrix product with ones. ViT-B encoder
+forward+backward in bf16 6.5 -> 3.9 s (AVX512-BF16 EPYC).
+
 Parameters are nn.Dense's ('kernel' (in, out), 'bias' (out,), float32, same initialisation
 order), so checkpoints and their conversion are unchanged.
 """
@@ -60,8 +70,35 @@ def _dense_backward(residuals, d_out):
 dense.defvjp(_dense_forward, _dense_backward)
 
 
+def _with_ones_column(x: jax.Array) -> jax.Array:
+    return jnp.concatenate([x, jnp.ones((*x.shape[:-1], 1), x.dtype)], axis=-1)
+
+
+@jax.custom_vjp
+def dense_ones_column(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
+    """x (..., K) @ kernel (K, N) + bias (N,) computed as [x, 1] @ [kernel; bias]."""
+    return _dense_ones_column_forward(x, kernel, bias)[0]
+
+
+def _dense_ones_column_forward(x, kernel, bias):
+    x_ones = _with_ones_column(x)
+    # x_ones, not x, is kept: the backward product reads it as is.
+    return x_ones @ jnp.concatenate([kernel, bias[None]], axis=0), (x_ones, kernel)
+
+
+def _dense_ones_column_backward(residuals, d_out):
+    x_ones, kernel = residuals
+    # Contracting x_ones' rows with d_out's keeps d_out in its own layout (see the module
+    # docstring); written as autodiff writes it, XLA transposes d_out instead.
+    d_kernel_bias = jnp.einsum("...k,...n->kn", x_ones, d_out)
+    return d_out @ kernel.T, d_kernel_bias[:-1], d_kernel_bias[-1]
+
+
+dense_ones_column.defvjp(_dense_ones_column_forward, _dense_ones_column_backward)
+
+
 class Dense(nn.Module):
-    """Linear layer over the last axis: nn.Dense's parameters; `dense` below float32.
+    """Linear layer over the last axis with nn.Dense's parameters (module docstring).
 
     `dtype` is the compute dtype (None: that of the inputs and float32 parameters).
     """
@@ -78,6 +115,10 @@ class Dense(nn.Module):
         if self.use_bias:
             bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
         x, kernel, bias = promote_dtype(x, kernel, bias, dtype=self.dtype)
-        if x.dtype == jnp.float32:
-            return x @ kernel if bias is None else x @ kernel + bias
-        return dense(x, kernel, bias)
+        if x.dtype != jnp.float32:
+            return dense(x, kernel, bias)
+        if bias is None:
+            return x @ kernel
+        if jax.default_backend() == "cpu":
+            return dense_ones_column(x, kernel, bias)
+        return x @ kernel + bias
