@@ -19,6 +19,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from uamix_jax.models.dense import with_ones_column
+
 # Bytes of float32 scores per chunk: about 4 (clip, head) blocks at N = 513, the size that
 # ran fastest at the ViT-B and tiny shapes on a 2-core EPYC (2 to 4 blocks within 5%).
 CHUNK_SCORE_BYTES = 4 * 1024 * 1024
@@ -76,7 +78,7 @@ def _forward_chunk(q, k, v):
     # A column of ones appended to V makes the same dot return each row's sum, in place of
     # a separate reduction pass over the (N, N) block; normalising the (N, Dh) output
     # instead of the probabilities saves another pass.
-    v_ones = jnp.concatenate([v, jnp.ones(v.shape[:-1] + (1,), v.dtype)], axis=-1)
+    v_ones = with_ones_column(v)
     out_and_total = _dot("...qk,...kd->...qd", unnormalised, v_ones)
     out, total = out_and_total[..., :-1], out_and_total[..., -1:]
     return out / total, peak + jnp.log(total)

@@ -70,7 +70,8 @@ def _dense_backward(residuals, d_out):
 dense.defvjp(_dense_forward, _dense_backward)
 
 
-def _with_ones_column(x: jax.Array) -> jax.Array:
+def with_ones_column(x: jax.Array) -> jax.Array:
+    """x (..., K) -> [x, 1] (..., K + 1): a product with it also sums the other operand."""
     return jnp.concatenate([x, jnp.ones((*x.shape[:-1], 1), x.dtype)], axis=-1)
 
 
@@ -81,7 +82,7 @@ def dense_ones_column(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.A
 
 
 def _dense_ones_column_forward(x, kernel, bias):
-    x_ones = _with_ones_column(x)
+    x_ones = with_ones_column(x)
     # x_ones, not x, is kept: the backward product reads it as is.
     return x_ones @ jnp.concatenate([kernel, bias[None]], axis=0), (x_ones, kernel)
 
