@@ -13,9 +13,10 @@ import jax.numpy as jnp
 from uamix_jax.models.audiomae_config import ATTENTION_IMPLEMENTATIONS
 from uamix_jax.models.chunked_attention import chunked_attention
 from uamix_jax.models.dense import Dense
+from uamix_jax.models.layer_norm import LayerNorm as _LayerNorm
 
 # AudioMAE builds every LayerNorm with eps 1e-6 (models_vit.py, models_mae.py).
-LayerNorm = functools.partial(nn.LayerNorm, epsilon=1e-6)
+LayerNorm = functools.partial(_LayerNorm, epsilon=1e-6)
 
 
 _SQRT_HALF = math.sqrt(0.5)
