@@ -4,6 +4,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from test_chunked_attention import _equations
 
 from uamix_jax.models.dense import Dense
@@ -67,19 +68,26 @@ def test_bfloat16_dots_return_float32_and_the_bias_gradient_is_a_dot():
     assert not row_sums
 
 
-def test_float32_cpu_path_matches_autodiff_of_nn_dense():
+# 4 outputs: d_out is narrower than [x, 1] (7 wide); 9: wider. The backward pass contracts
+# the two in either order (dense.py, `_dense_ones_column_backward`).
+@pytest.mark.parametrize("features", [4, 9])
+def test_float32_cpu_path_matches_autodiff_of_nn_dense(features):
     """[x, 1] @ [kernel; bias] with its own backward: nn.Dense's values and gradients."""
     assert jax.default_backend() == "cpu"
     x = _inputs()
-    weights = _inputs(1)[..., :4]
-    variables = Dense(4).init(jax.random.key(0), x)
-    variables = {"params": {**variables["params"], "bias": jnp.linspace(-1.0, 1.0, 4)}}
+    weights = jnp.asarray(np.random.default_rng(1).standard_normal((2, 5, features)))
+    variables = Dense(features).init(jax.random.key(0), x)
+    bias = jnp.linspace(-1.0, 1.0, features)
+    variables = {"params": {**variables["params"], "bias": bias}}
     np.testing.assert_allclose(
-        Dense(4).apply(variables, x), nn.Dense(4).apply(variables, x), rtol=1e-6, atol=1e-6
+        Dense(features).apply(variables, x),
+        nn.Dense(features).apply(variables, x),
+        rtol=1e-6,
+        atol=1e-6,
     )
     grad = jax.grad(_loss, argnums=(1, 2))
     (got_params, got_x), (want_params, want_x) = (
-        grad(layer, variables, x, weights) for layer in (Dense(4), nn.Dense(4))
+        grad(layer, variables, x, weights) for layer in (Dense(features), nn.Dense(features))
     )
     np.testing.assert_allclose(got_x, want_x, rtol=1e-5, atol=1e-5)
     for name in ("kernel", "bias"):
@@ -88,20 +96,23 @@ def test_float32_cpu_path_matches_autodiff_of_nn_dense():
         )
 
 
-def test_float32_cpu_bias_gradient_comes_from_the_weight_gradient_dot():
+@pytest.mark.parametrize("features", [4, 9])
+def test_float32_cpu_bias_gradient_comes_from_the_weight_gradient_dot(features):
     x = _inputs()
-    layer = Dense(4)
+    layer = Dense(features)
     variables = layer.init(jax.random.key(0), x)
     jaxpr = jax.make_jaxpr(jax.grad(_loss, argnums=1), static_argnums=0)(
-        layer, variables, x, jnp.ones((2, 5, 4))
+        layer, variables, x, jnp.ones((2, 5, features))
     )
     equations = list(_equations(jaxpr.jaxpr))
+    # (6 inputs + the ones column) x features, the narrower operand first
+    shape = (7, features) if features >= 7 else (features, 7)
     weight_gradient = [
         eqn
         for eqn in equations
-        if eqn.primitive.name == "dot_general" and eqn.outvars[0].aval.shape == (7, 4)
+        if eqn.primitive.name == "dot_general" and eqn.outvars[0].aval.shape == shape
     ]
-    assert len(weight_gradient) == 1  # (6 inputs + the ones column) x 4 outputs
+    assert len(weight_gradient) == 1
     assert not [
         eqn for eqn in equations if eqn.primitive.name == "reduce_sum" and eqn.outvars[0].aval.shape
     ]

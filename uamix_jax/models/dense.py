@@ -12,10 +12,12 @@ section):
 float32 on the CPU backend (`dense_ones_column`): the layer multiplies [x, 1] by
 [kernel; bias], so the weight-gradient product [x, 1]^T d_out yields the bias gradient as
 its last row, without another pass over d_out. ViT-B float32 step 14.1 -> 12.8 s (2-core
-AVX2 EPYC, in-process A/B). Two simpler forms were slower: a separate ones-vector product
-for the bias gradient (XLA then fused the GELU backward into the transposing copy of
-d_out; README, item 12), and autodiff of [x, 1] @ [kernel; bias] (XLA transposes the wide
-d_out rather than [x, 1]: tiny step 28% slower). Other backends keep autodiff: their
+AVX2 EPYC, in-process A/B). XLA:CPU runs that product over rows by first copying one
+operand transposed, the first one written; the backward pass writes the narrower first
+(d_out for fc2, whose input is 4x wider: 6 ms of copy per tiny block -> 1.7 ms). Two
+simpler forms were slower: a separate ones-vector product for the bias gradient (XLA then
+fused the GELU backward into the transposing copy of d_out; README, item 12), and autodiff
+of [x, 1] @ [kernel; bias] (XLA transposes d_out whatever its width: tiny step 28% slower). Other backends keep autodiff: their
 reductions are fast, and a 769-wide operand would misalign their matrix units.
 
 bfloat16 (`dense`): the forward dot and both backward dots accumulate and return float32
@@ -89,9 +91,12 @@ def _dense_ones_column_forward(x, kernel, bias):
 
 def _dense_ones_column_backward(residuals, d_out):
     x_ones, kernel = residuals
-    # Contracting x_ones' rows with d_out's keeps d_out in its own layout (see the module
-    # docstring); written as autodiff writes it, XLA transposes d_out instead.
-    d_kernel_bias = jnp.einsum("...k,...n->kn", x_ones, d_out)
+    # XLA:CPU transposes the first operand of a product over rows into a copy: contract so
+    # that it is the narrower of [x, 1] and d_out (module docstring).
+    if x_ones.shape[-1] > d_out.shape[-1]:
+        d_kernel_bias = jnp.einsum("...n,...k->nk", d_out, x_ones).T
+    else:
+        d_kernel_bias = jnp.einsum("...k,...n->kn", x_ones, d_out)
     return d_out @ kernel.T, d_kernel_bias[:-1], d_kernel_bias[-1]
 
 
