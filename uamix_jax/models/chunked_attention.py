@@ -25,8 +25,8 @@ from uamix_jax.models.dense import with_ones_column
 # EPYC, 1 to 4 blocks ran within 5% of each other at the ViT-B and tiny shapes.
 CHUNK_SCORE_BYTES = 2 * 1024 * 1024
 # Chunks per loop iteration. The element-wise passes of a chunk (scaling, row max, exp) run
-# on one thread each; with two independent chunks in the loop body XLA's thunk executor runs
-# one chunk's passes beside the other's. Tiny tuning step on the 2-core AVX2 EPYC: 4.6%
+# on one thread each; with two independent chunks in the loop body XLA's thunk executor can
+# run one chunk's passes beside the other's. Tiny tuning step on the 2-core AVX2 EPYC: 4.6%
 # faster (in-process A/B, with 2-block chunks); ViT-B unchanged.
 CHUNKS_PER_ITERATION = 2
 

@@ -14,11 +14,13 @@ float32 on the CPU backend (`dense_ones_column`): the layer multiplies [x, 1] by
 its last row, without another pass over d_out. ViT-B float32 step 14.1 -> 12.8 s (2-core
 AVX2 EPYC, in-process A/B). XLA:CPU runs that product over rows by first copying one
 operand transposed, the first one written; the backward pass writes the narrower first
-(d_out for fc2, whose input is 4x wider: 6 ms of copy per tiny block -> 1.7 ms). Two
-simpler forms were slower: a separate ones-vector product for the bias gradient (XLA then
-fused the GELU backward into the transposing copy of d_out; README, item 12), and autodiff
-of [x, 1] @ [kernel; bias] (XLA transposes d_out whatever its width: tiny step 28% slower). Other backends keep autodiff: their
-reductions are fast, and a 769-wide operand would misalign their matrix units.
+(d_out for fc2, whose input is 4x wider: in the tiny step's profile 6 ms of copy per block
+became 1.7 ms; the whole step's A/B stayed within its noise). Two simpler forms were
+slower: a separate ones-vector product for the bias gradient (XLA then fused the GELU
+backward into the transposing copy of d_out; README, item 12), and autodiff of
+[x, 1] @ [kernel; bias] (XLA transposes d_out whatever its width: tiny step 28% slower).
+Other backends keep autodiff: their reductions are fast, and a 769-wide operand would
+misalign their matrix units.
 
 bfloat16 (`dense`): the forward dot and both backward dots accumulate and return float32
 and are rounded to the compute dtype afterwards, where a bf16 dot would have rounded
