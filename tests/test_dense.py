@@ -116,3 +116,15 @@ def test_float32_cpu_bias_gradient_comes_from_the_weight_gradient_dot(features):
     assert not [
         eqn for eqn in equations if eqn.primitive.name == "reduce_sum" and eqn.outvars[0].aval.shape
     ]
+
+
+def test_float32_cpu_forward_pass_is_the_plain_product():
+    """A frozen block runs only the forward pass: one (6 -> 4) product, no [x, 1] built."""
+    x = _inputs()
+    layer = Dense(4)
+    variables = layer.init(jax.random.key(0), x)
+    jaxpr = jax.make_jaxpr(layer.apply)(variables, x)
+    equations = list(_equations(jaxpr.jaxpr))
+    dots = [eqn for eqn in equations if eqn.primitive.name == "dot_general"]
+    assert [eqn.invars[0].aval.shape for eqn in dots] == [(2, 5, 6)]
+    assert not [eqn for eqn in equations if eqn.primitive.name in ("concatenate", "pad")]
