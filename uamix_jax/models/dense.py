@@ -12,19 +12,19 @@ section):
 float32 on the CPU backend (`dense_ones_column`): the backward pass multiplies [x, 1]^T
 by d_out, so the weight-gradient product yields the bias gradient as its last row, without
 another pass over d_out. ViT-B float32 step 14.1 -> 12.8 s (2-core AVX2 EPYC, in-process
-A/B). The forward pass is the plain x @ kernel + bias: XLA fuses the bias into the
-output's consumer (GELU, the residual add), and frozen blocks, which only run forward,
-never build [x, 1]. Folding the bias into the forward product as [x, 1] @ [kernel; bias]
-cost a copy of x per layer and an odd inner dimension: ViT-B forward of the four layers
-362 -> 341 ms (6 clips), tiny 47 -> 42 ms (12 clips); forward+backward unchanged. XLA:CPU runs that product over rows by first copying one
-operand transposed, the first one written; the backward pass writes the narrower first
-(d_out for fc2, whose input is 4x wider: in the tiny step's profile 6 ms of copy per block
-became 1.7 ms; the whole step's A/B stayed within its noise). Two simpler forms were
-slower: a separate ones-vector product for the bias gradient (XLA then fused the GELU
-backward into the transposing copy of d_out; README, item 12), and autodiff of
-[x, 1] @ [kernel; bias] (XLA transposes d_out whatever its width: tiny step 28% slower).
-Other backends keep autodiff: their reductions are fast, and a 769-wide operand would
-misalign their matrix units.
+A/B). XLA:CPU runs that product over rows by first copying one operand transposed, the
+first one written; the backward pass writes the narrower first (d_out for fc2, whose input
+is 4x wider: in the tiny step's profile 6 ms of copy per block became 1.7 ms; the whole
+step's A/B stayed within its noise). Two simpler forms were slower: a separate ones-vector
+product for the bias gradient (XLA then fused the GELU backward into the transposing copy
+of d_out; README, item 12), and autodiff of [x, 1] @ [kernel; bias] (XLA transposes d_out
+whatever its width: tiny step 28% slower). The forward pass is the plain x @ kernel + bias:
+XLA fuses the bias into the output's consumer (GELU, the residual add), and frozen blocks,
+which only run forward, never build [x, 1]. Folding the bias into the forward product as
+[x, 1] @ [kernel; bias] cost a copy of x per layer and an odd inner dimension: forward of
+the four layers, ViT-B 362 -> 341 ms (6 clips), tiny 47 -> 42 ms (12 clips); forward+backward
+unchanged (README, item 15). Other backends keep autodiff: their reductions are fast, and a
+769-wide operand would misalign their matrix units.
 
 bfloat16 (`dense`): the forward dot and both backward dots accumulate and return float32
 and are rounded to the compute dtype afterwards, where a bf16 dot would have rounded
