@@ -72,7 +72,7 @@ def test_bfloat16_dots_return_float32_and_the_bias_gradient_is_a_dot():
 # the two in either order (dense.py, `_dense_ones_column_backward`).
 @pytest.mark.parametrize("features", [4, 9])
 def test_float32_cpu_path_matches_autodiff_of_nn_dense(features):
-    """[x, 1] @ [kernel; bias] with its own backward: nn.Dense's values and gradients."""
+    """The plain forward product and the [x, 1] backward pass: nn.Dense's values and gradients."""
     assert jax.default_backend() == "cpu"
     x = _inputs()
     weights = jnp.asarray(np.random.default_rng(1).standard_normal((2, 5, features)))

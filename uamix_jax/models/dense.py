@@ -22,8 +22,8 @@ whatever its width: tiny step 28% slower). The forward pass is the plain x @ ker
 XLA fuses the bias into the output's consumer (GELU, the residual add), and frozen blocks,
 which only run forward, never build [x, 1]. Folding the bias into the forward product as
 [x, 1] @ [kernel; bias] cost a copy of x per layer and an odd inner dimension: forward of
-the four layers, ViT-B 362 -> 341 ms (6 clips), tiny 47 -> 42 ms (12 clips); forward+backward
-unchanged (README, item 15). Other backends keep autodiff: their reductions are fast, and a
+the four layers, ViT-B 362 -> 341 ms (6 clips), tiny 47 -> 42 ms (12 clips);
+forward+backward unchanged (README, item 15). Other backends keep autodiff: their reductions are fast, and a
 769-wide operand would misalign their matrix units.
 
 bfloat16 (`dense`): the forward dot and both backward dots accumulate and return float32
