@@ -1,4 +1,4 @@
-"""Regenerates the benchmark results table of the README in one command.
+"""Regenerates the benchmark results tables of benchmarks/README.md in one command.
 
     python benchmarks/run_all.py            # about 15 min on 2 idle cores
     python benchmarks/run_all.py --quick    # tiny model only, 1 repetition (a check, not a result)
@@ -9,9 +9,9 @@ ViT-B at 1024 x 128, in float32, and in bfloat16 where the CPU has native bf16 (
 or AMX); then the front end's and the data pipeline's own benchmarks (owned by those areas,
 called as they are). ``benchmarks/results.json`` keeps the latest run of every machine
 (CPU model, cores and ISA features); a run replaces that machine's entry and leaves the
-others, and the README's block between the ``benchmarks:results`` markers shows them all,
-newest first. The load average before and after every measurement is recorded with it: on
-a shared machine the numbers mean little above ~1.
+others, and the block of benchmarks/README.md between the ``benchmarks:results`` markers
+shows them all, newest first. The load average before and after every measurement is
+recorded with it: on a shared machine the numbers mean little above ~1.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from uamix_jax import xla_setup
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-README = os.path.join(REPO, "README.md")
+README = os.path.join(HERE, "README.md")  # benchmarks/README.md
 RESULTS = os.path.join(HERE, "results.json")
 TABLE_START, TABLE_END = "<!-- benchmarks:results -->", "<!-- /benchmarks:results -->"
 FREEZING_SWEEP = [0, 2, 4, 6, 12]
@@ -120,7 +120,7 @@ def machine_name(m: dict[str, Any]) -> str:
 
 
 def render(machines: list[dict[str, Any]]) -> str:
-    """The README block: one section per machine, newest run first."""
+    """The results block: one section per machine, newest run first."""
     ordered = sorted(machines, key=lambda run: run["machine"]["date"], reverse=True)
     return "\n".join(render_machine(run) for run in ordered)
 
@@ -194,20 +194,24 @@ def write_readme(block: str) -> None:
         text = f.read()
     pattern = re.compile(re.escape(TABLE_START) + ".*?" + re.escape(TABLE_END), re.S)
     if not pattern.search(text):
-        raise SystemExit(f"README.md has no {TABLE_START} ... {TABLE_END} block to rewrite")
+        raise SystemExit(f"{README} has no {TABLE_START} ... {TABLE_END} block to rewrite")
     text = pattern.sub(lambda _: f"{TABLE_START}\n{block}{TABLE_END}", text)
     with open(README, "w") as f:
         f.write(text)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Regenerate the README's benchmark table.")
+    parser = argparse.ArgumentParser(
+        description="Regenerate the benchmark tables of benchmarks/README.md."
+    )
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="tiny model, 1 repetition: printed only, results.json and README untouched",
+        help="tiny model, 1 repetition: printed only, results.json and the tables untouched",
     )
-    parser.add_argument("--no_readme", action="store_true", help="only write results.json")
+    parser.add_argument(
+        "--no_readme", action="store_true", help="only write results.json, not benchmarks/README.md"
+    )
     parser.add_argument(
         "--dtypes",
         nargs="+",
@@ -229,7 +233,7 @@ def main() -> None:
     parser.add_argument(
         "--render_only",
         action="store_true",
-        help="rewrite the README table from benchmarks/results.json, measure nothing",
+        help="rewrite the tables from benchmarks/results.json, measure nothing",
     )
     args = parser.parse_args()
     if args.render_only:
