@@ -40,5 +40,6 @@ setup(
         "torch": TORCH,
         "test": TORCH + ["pytest>=7", "pytest-xdist>=3"],
         "bench": TORCH,
+        "soundfont": ["pretty-midi>=0.2.10"],  # TimGM6mb.sf2 for uamix_jax.data.soundfont
     },
 )

@@ -11,6 +11,7 @@ from uamix_jax.data.builders import base
 from uamix_jax.data.builders.audioset import UamixAudioset
 from uamix_jax.data.builders.esc50 import UamixEsc50
 from uamix_jax.data.builders.folder import UamixFolder
+from uamix_jax.data.builders.soundfont import UamixSoundfont
 from uamix_jax.data.builders.speech_commands import UamixSpeechCommands
 
 BUILDERS: dict[str, type[base.AudioBuilder]] = {
@@ -18,6 +19,7 @@ BUILDERS: dict[str, type[base.AudioBuilder]] = {
     "audioset": UamixAudioset,
     "esc50": UamixEsc50,
     "speech_commands": UamixSpeechCommands,
+    "soundfont": UamixSoundfont,
 }
 SKIPPED_FILE = "skipped_files.txt"
 
