@@ -5,8 +5,19 @@ from uamix_jax.data.builders.registry import (
     SKIPPED_FILE,
     BuildReport,
     build,
+    built_report,
     dataset_dir,
+    is_built,
     make_builder,
 )
 
-__all__ = ["BUILDERS", "SKIPPED_FILE", "BuildReport", "build", "dataset_dir", "make_builder"]
+__all__ = [
+    "BUILDERS",
+    "SKIPPED_FILE",
+    "BuildReport",
+    "build",
+    "built_report",
+    "dataset_dir",
+    "is_built",
+    "make_builder",
+]

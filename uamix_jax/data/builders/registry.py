@@ -7,6 +7,8 @@ import json
 import logging
 import os
 
+import tensorflow_datasets as tfds
+
 from uamix_jax.data.builders import base
 from uamix_jax.data.builders.audioset import UamixAudioset
 from uamix_jax.data.builders.esc50 import UamixEsc50
@@ -22,6 +24,8 @@ BUILDERS: dict[str, type[base.AudioBuilder]] = {
     "soundfont": UamixSoundfont,
 }
 SKIPPED_FILE = "skipped_files.txt"
+# TFDS writes it into the temporary folder that is renamed into place once the build is done.
+DATASET_INFO = "dataset_info.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +42,25 @@ def dataset_dir(name: str, *, data_dir: str, config: str | None = None) -> str:
     builder_class = _builder_class(name)
     config = config or builder_class.BUILDER_CONFIGS[0].name
     return os.path.join(data_dir, builder_class.name, config, str(builder_class.VERSION))
+
+
+def is_built(path: str) -> bool:
+    """Whether `path` (a `dataset_dir`) holds a finished data set.
+
+    The data set's dataset_info.json is what readers open, and it appears at `path` only with
+    the finished build (TFDS renames its temporary folder into place at the end).
+    """
+    return os.path.isfile(os.path.join(path, DATASET_INFO))
+
+
+def built_report(path: str) -> BuildReport:
+    """The BuildReport of the finished data set at `path`, read from its stored metadata."""
+    info = tfds.builder_from_directory(path).info
+    return BuildReport(
+        path=os.fspath(path),
+        skipped=list(info.metadata["skipped"]),
+        num_examples={split: split_info.num_examples for split, split_info in info.splits.items()},
+    )
 
 
 def _builder_class(name: str) -> type[base.AudioBuilder]:
@@ -65,8 +88,12 @@ def build(
     """Prepares the data set (a no-op when it already exists) and writes its skip report.
 
     Skipped files are listed, one JSON object a line, in `skipped_files.txt` beside the
-    array_record files, and kept in the data set's metadata.
+    array_record files, and kept in the data set's metadata. A data set already built is only
+    read back: no builder is made, so its source folder (`manual_dir`) need not exist any more.
     """
+    path = dataset_dir(name, data_dir=data_dir, config=config)
+    if is_built(path):
+        return built_report(path)
     builder = make_builder(
         name, manual_dir=manual_dir, data_dir=data_dir, config=config, strict=strict
     )
