@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 from typing import Sequence
 
@@ -40,7 +42,14 @@ def prepared_dir(data_config: ml_collections.ConfigDict) -> str:
 
 
 def prepare(data_config: ml_collections.ConfigDict) -> builders.BuildReport:
-    """Builds the data set the config names (no-op if built). 'synthetic' first writes its wavs."""
+    """Builds the data set the config names, or reports the one already built.
+
+    A built data set is only read back (no builder, no source folder needed), so a run can use
+    a data set built elsewhere with `manual_dir` unset. 'synthetic' first writes its wavs.
+    """
+    path = prepared_dir(data_config)
+    if builders.is_built(path):
+        return builders.built_report(path)
     layout, manual_dir = _layout_and_manual_dir(data_config)
     if data_config.name == "synthetic" and not os.path.isdir(manual_dir):
         spec = data_config.synthetic
@@ -60,30 +69,63 @@ def prepare(data_config: ml_collections.ConfigDict) -> builders.BuildReport:
     )
 
 
-class ClassSubset:
-    """Random-access view of the records of a single-label source whose label is in `classes`.
+class DataSource:
+    """One split of a built data set (optionally only some classes), for grain to read.
 
-    Lets one built data set give disjoint class sets to pretraining/tuning and to the
-    few-shot evaluation of held-out classes. Records keep their split-wide 'id'.
+    grain stores `repr(data_source)` with every iterator state and refuses to restore a state
+    whose repr differs from the current source's. So the repr here is a description of what
+    the records are, the same in every process for the same data: data set, builder config
+    and version, split, kept classes, storage, class count and names (as a digest), number
+    of records. No object address (which would refuse every resume) and no folder path (a
+    data set copied elsewhere is still the same data). `describe()` gives it as a dict.
     """
 
-    def __init__(self, source, classes: Sequence[int]):
-        keep = {int(c) for c in classes}
-        self._source = source
-        self._indices = [i for i in range(len(source)) if int(source[i]["label"]) in keep]
+    PREFIX = "uamix DataSource "  # repr = PREFIX + JSON of describe()
+
+    def __init__(self, records, *, description: dict, indices: Sequence[int] | None = None):
+        self._records = records
+        self._indices = None if indices is None else list(indices)
+        self._description = dict(description, records=len(self))
 
     def __len__(self) -> int:
-        return len(self._indices)
+        return len(self._records) if self._indices is None else len(self._indices)
 
     def __getitem__(self, index: int) -> dict:
-        return self._source[self._indices[index]]
+        if self._indices is None:
+            return self._records[index]
+        return self._records[self._indices[index]]
+
+    def describe(self) -> dict:
+        """The fields of the description (a copy)."""
+        return dict(self._description)
+
+    def __repr__(self) -> str:
+        return self.PREFIX + json.dumps(self._description)
+
+
+def parse_description(text: str) -> dict | None:
+    """The fields of a `DataSource` repr, or None if `text` is some other source's repr."""
+    if not text.startswith(DataSource.PREFIX):
+        return None
+    try:
+        fields = json.loads(text[len(DataSource.PREFIX) :])
+    except json.JSONDecodeError:
+        return None
+    return fields if isinstance(fields, dict) else None
+
+
+def _digest(names: Sequence[str]) -> str:
+    """A short stable fingerprint of the class names (the full list can be 527 long)."""
+    return hashlib.sha256("\n".join(names).encode()).hexdigest()[:12]
 
 
 def open_source(data_config: ml_collections.ConfigDict, split: str):
     """The split (TFDS split syntax: 'fold1+fold2', 'train[:80%]') as a random-access source.
 
-    Returns (source, SourceInfo). Reads through TFDS's array_record data source: no TensorFlow.
-    A non-empty `data_config.classes` (class indices) keeps only the clips of those classes.
+    Returns (DataSource, SourceInfo). Reads through TFDS's array_record data source: no
+    TensorFlow, and no source folder. A non-empty `data_config.classes` (class indices) keeps
+    only the clips of those classes, in stored order, each with its split-wide 'id' (so one
+    built data set can give disjoint classes to tuning and to a few-shot evaluation).
     """
     path = prepared_dir(data_config)
     if not os.path.isdir(path):
@@ -99,8 +141,9 @@ def open_source(data_config: ml_collections.ConfigDict, split: str):
         multi_label=multi_label,
         num_classes=(label.feature if multi_label else label).num_classes,
     )
-    source = builder.as_data_source(split=split)
-    classes = tuple(data_config.get("classes") or ())
+    records = builder.as_data_source(split=split)
+    classes = tuple(int(c) for c in data_config.get("classes") or ())
+    indices = None
     if classes:
         if multi_label:
             raise ValueError(
@@ -113,5 +156,16 @@ def open_source(data_config: ml_collections.ConfigDict, split: str):
                 f"data.classes holds {unknown}, outside the {info.num_classes} "
                 f"classes of {data_config.name!r}"
             )
-        source = ClassSubset(source, classes)
-    return source, info
+        keep = set(classes)
+        indices = [i for i in range(len(records)) if int(records[i]["label"]) in keep]
+    description = {
+        "data_set": builder.info.name,
+        "builder_config": builder.info.config_name,
+        "version": str(builder.info.version),
+        "split": str(split),
+        "classes": sorted(set(classes)) if classes else "all",  # the kept set, in any order
+        "storage": info.storage,
+        "num_classes": info.num_classes,
+        "class_names": _digest((label.feature if multi_label else label).names),
+    }
+    return DataSource(records, description=description, indices=indices), info
