@@ -156,7 +156,7 @@ def test_jax_fbank_on_sharded_batch():
 @pytest.mark.skipif(
     not os.environ.get("UAMIX_TORCHAUDIO_KALDI"),
     reason="set UAMIX_TORCHAUDIO_KALDI to torchaudio's compliance/kaldi.py "
-    "(see README 'Audio front end') to also compare with torchaudio itself",
+    "(see docs/audio.md) to also compare with torchaudio itself",
 )
 @pytest.mark.parametrize("name", sorted(SIGNALS))
 def test_reference_matches_torchaudio_source(name):
