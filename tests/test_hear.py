@@ -1,4 +1,4 @@
-"""The HEAR API (uamix_jax.hear) on a tiny random-init encoder with AudioMAE's 1024-frame windows."""
+"""uamix_jax.hear on a tiny random-init encoder with AudioMAE's 1024-frame windows."""
 
 import math
 
@@ -89,10 +89,9 @@ def test_long_scene_is_the_frame_weighted_mean_of_its_windows(checkpoint, model)
     encoder, variables = audiomae.load(checkpoint)
     fbank = audio.kaldi_fbank(clip)  # 1048 frames: a full window, then 24 frames + padding
     stats = audio.NORM_STATS["audioset"]
-    windows = np.stack([audio.clip_features(clip, 1024, stats)] + [
-        audio.normalize(audio.pad_or_crop(fbank[1024:], 1024), stats)
-    ])
-    pooled = np.asarray(encoder.apply(variables, windows).pooled)
+    first = audio.clip_features(clip, 1024, stats)
+    second = audio.normalize(audio.pad_or_crop(fbank[1024:], 1024), stats)
+    pooled = np.asarray(encoder.apply(variables, np.stack([first, second])).pooled)
     np.testing.assert_allclose(scene, (1024 * pooled[0] + 24 * pooled[1]) / 1048, atol=1e-5)
 
 
@@ -120,7 +119,8 @@ def test_batch_of_padded_clips_equals_one_at_a_time(checkpoint):
     frames, timestamps = hear.get_timestamp_embeddings(clips, model)
     for row in range(3):
         alone = clips[row : row + 1]
-        np.testing.assert_allclose(scene[row], hear.get_scene_embeddings(alone, model)[0], atol=1e-6)
+        one_scene = hear.get_scene_embeddings(alone, model)
+        np.testing.assert_allclose(scene[row], one_scene[0], atol=1e-6)
         one_frames, one_ts = hear.get_timestamp_embeddings(alone, model)
         np.testing.assert_allclose(frames[row], one_frames[0], atol=1e-6)
         np.testing.assert_array_equal(timestamps[row], one_ts[0])

@@ -1,15 +1,24 @@
-"""Pooled AudioMAE embeddings of audio files.
+"""AudioMAE embeddings of audio files, whole-file (scene) or every 40 ms (timestamp).
 
   python -m uamix_jax.embed --input clips/ --checkpoint ckpt/audiomae_as2m --output out/clips
 writes out/clips.npy (N, D) float32 and out/clips.csv (row index, file path), one row per
-file in sorted path order.
+file in sorted path order. With --level timestamp, out/clips.npy holds every file's
+timestamp embeddings one after another and out/clips.csv names each row's file and
+timestamp (ms, centre). Files of any length are embedded in windows of the checkpoint's
+length; uamix_jax.hear (docs/hear.md) describes the windows, the pooling and the timestamps.
+
+Files that cannot be used (undecodable, empty, NaN/inf, shorter than one 25 ms frame) are
+skipped with a message and listed, one JSON object a line, in out/clips.skipped.jsonl;
+--strict stops at the first one instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import functools
+import json
 import os
 import sys
 from typing import Iterable, Iterator, Optional, Sequence
@@ -19,10 +28,10 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from uamix_jax import audio
-from uamix_jax.models import audiomae
+from uamix_jax import audio, hear
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
+LEVELS = ("scene", "timestamp")
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -71,17 +80,34 @@ def find_audio_files(path: str | os.PathLike) -> list[str]:
     return files
 
 
-def _feature_batches(
-    files: Sequence[str], target_length: int, stats: tuple[float, float], batch_size: int
+def _load_all(
+    files: Sequence[str], strict: bool, kept: list[str], skipped: list[dict[str, str]]
 ) -> Iterator[np.ndarray]:
-    batch = []
+    """Waveforms of the files that decode, in order, with a progress bar; the others are
+    recorded in `skipped` (path and reason) unless strict, when the first one raises."""
     for path in tqdm(files, desc="embedding", unit="file"):
-        batch.append(audio.clip_features(audio.load_audio(path), target_length, stats))
-        if len(batch) == batch_size:
-            yield np.stack(batch)
-            batch = []
-    if batch:
-        yield np.stack(batch)
+        try:
+            waveform = audio.load_audio(path)
+        except audio.AudioLoadError as error:
+            if strict:
+                raise
+            skipped.append({"path": path, "error": str(error)})
+            tqdm.write(f"skipped {path}: {error}", file=sys.stderr)
+            continue
+        kept.append(path)
+        yield waveform
+
+
+@dataclasses.dataclass(frozen=True)
+class EmbedReport:
+    """What embed_files wrote, and the files it skipped (path and reason)."""
+
+    npy_path: str
+    csv_path: str
+    skipped_path: str
+    num_files: int
+    num_rows: int
+    skipped: list[dict[str, str]]
 
 
 def embed_files(
@@ -91,26 +117,59 @@ def embed_files(
     batch_size: int = 16,
     target_length: Optional[int] = None,
     norm: str = "audioset",
-) -> tuple[str, str]:
-    """Embeds every audio file at `input_path`; returns the (.npy, .csv) paths written."""
-    if norm not in audio.NORM_STATS:
-        raise ValueError(f"--norm {norm!r} unknown; choose from {sorted(audio.NORM_STATS)}")
+    level: str = "scene",
+    strict: bool = False,
+    timestamp_hop_ms: float = hear.DEFAULT_TIMESTAMP_HOP_MS,
+) -> EmbedReport:
+    """Embeds every decodable audio file at `input_path` (see the module docstring).
+
+    Files that cannot be decoded, are empty, hold NaN/inf or are shorter than one fbank
+    frame are skipped and listed in PREFIX.skipped.jsonl; with strict, the first one raises
+    audio.AudioLoadError instead. Raises ValueError when no file could be embedded.
+    """
+    if level not in LEVELS:
+        raise ValueError(f"--level {level!r} unknown; choose from {LEVELS}")
     files = find_audio_files(input_path)
-    model, variables = audiomae.load(checkpoint, target_length=target_length)
-    batches = _feature_batches(
-        files, model.config.target_length, audio.NORM_STATS[norm], batch_size
+    model = hear.load_model(
+        checkpoint,
+        norm=norm,
+        timestamp_hop_ms=timestamp_hop_ms,
+        batch_size=batch_size,
+        target_length=target_length,
     )
-    embeddings = compute_embeddings(model, variables, batches, batch_size)
+    kept: list[str] = []
+    skipped: list[dict[str, str]] = []
+    results = list(hear.embed_waveforms(_load_all(files, strict, kept, skipped), model, level))
 
     os.makedirs(os.path.dirname(os.path.abspath(output_prefix)), exist_ok=True)
-    npy_path, csv_path = f"{output_prefix}.npy", f"{output_prefix}.csv"
-    np.save(npy_path, embeddings)
+    npy_path = f"{output_prefix}.npy"
+    csv_path = f"{output_prefix}.csv"
+    skipped_path = f"{output_prefix}.skipped.jsonl"
+    with open(skipped_path, "w") as f:
+        f.writelines(json.dumps(item) + "\n" for item in skipped)
+    if not results:
+        raise ValueError(
+            f"none of the {len(files)} audio files under {input_path} could be embedded; "
+            f"reasons in {skipped_path}"
+        )
     root = input_path if os.path.isdir(input_path) else os.path.dirname(input_path)
+    names = [os.path.relpath(p, root) for p in kept]
     with open(csv_path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["index", "file"])
-        writer.writerows((i, os.path.relpath(p, root)) for i, p in enumerate(files))
-    return npy_path, csv_path
+        if level == "scene":
+            embeddings = np.stack(results)
+            writer.writerow(["index", "file"])
+            writer.writerows(enumerate(names))
+        else:
+            embeddings = np.concatenate([e for e, _ in results])
+            writer.writerow(["index", "file", "timestamp_ms"])
+            row = 0
+            for name, (_, timestamps) in zip(names, results):
+                for timestamp in timestamps:
+                    writer.writerow([row, name, f"{timestamp:.1f}"])
+                    row += 1
+    np.save(npy_path, embeddings.astype(np.float32, copy=False))
+    return EmbedReport(npy_path, csv_path, skipped_path, len(kept), len(embeddings), skipped)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -129,20 +188,54 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "--target_length",
         type=int,
         default=None,
-        help="frames per clip (default: the checkpoint's, 1024 for AudioSet models)",
+        help="frames per window (default: the checkpoint's, 1024 for AudioSet models)",
     )
     parser.add_argument(
         "--norm", default="audioset", help=f"normalisation stats: {sorted(audio.NORM_STATS)}"
     )
+    parser.add_argument(
+        "--level",
+        default="scene",
+        choices=LEVELS,
+        help="scene: one vector per file; timestamp: one vector every --timestamp_hop_ms",
+    )
+    parser.add_argument(
+        "--timestamp_hop_ms",
+        type=float,
+        default=hear.DEFAULT_TIMESTAMP_HOP_MS,
+        help="spacing of timestamp embeddings (10, 20, 40, 80 or 160 ms for 16x16 patches)",
+    )
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail on the first unusable file instead of skipping it",
+    )
     args = parser.parse_args(argv)
     try:
-        npy_path, csv_path = embed_files(
-            args.input, args.checkpoint, args.output, args.batch_size, args.target_length, args.norm
+        report = embed_files(
+            args.input,
+            args.checkpoint,
+            args.output,
+            args.batch_size,
+            args.target_length,
+            args.norm,
+            level=args.level,
+            strict=args.strict,
+            timestamp_hop_ms=args.timestamp_hop_ms,
         )
     except (ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    print(f"Wrote {npy_path} and {csv_path}")
+    if report.skipped:
+        print(
+            f"skipped {len(report.skipped)} of {report.num_files + len(report.skipped)} files "
+            f"(listed with reasons in {report.skipped_path})",
+            file=sys.stderr,
+        )
+    print(
+        f"Wrote {report.npy_path} ({report.num_rows} rows from {report.num_files} files) "
+        f"and {report.csv_path}"
+    )
     return 0
 
 
