@@ -8,14 +8,15 @@ import torch
 from torch_audiomae_reference import AudioMAEReference, audiomae_sincos_table
 
 from uamix_jax.models import audiomae
-from uamix_jax.models.vit_layers import DropPath, gelu
+from uamix_jax.models.cpu_kernels import gelu
+from uamix_jax.models.vit_layers import DropPath
 from weights_conversion.audiomae_layout import infer_config, state_dict_to_variables
 
 TOLERANCE = 1e-4  # float32, max abs difference (issue 2)
 TINY = dict(embed_dim=64, depth=2, num_heads=2, target_length=128)
 
 
-def test_gelu_is_torch_exact_gelu_values_and_gradient():
+def test_cpu_gelu_is_torch_exact_gelu_values_and_gradient():
     x = np.linspace(-9.0, 9.0, 2001, dtype=np.float32)
     x_torch = torch.tensor(x, requires_grad=True)
     torch.nn.functional.gelu(x_torch).sum().backward()  # approximate='none': the erf form
@@ -27,7 +28,7 @@ def test_gelu_is_torch_exact_gelu_values_and_gradient():
     )
 
 
-def test_bfloat16_gelu_rounds_once_and_its_gradient_follows_float32():
+def test_bfloat16_cpu_gelu_rounds_once_and_its_gradient_follows_float32():
     x = jnp.linspace(-6.0, 6.0, 4001, dtype=jnp.float32).astype(jnp.bfloat16)
     np.testing.assert_array_equal(gelu(x), gelu(x.astype(jnp.float32)).astype(jnp.bfloat16))
     grad_bf16 = jax.grad(lambda v: gelu(v).astype(jnp.float32).sum())(x)
@@ -53,11 +54,12 @@ def _reference_and_variables(final_norm, num_classes, seed=0):
     return reference, config, state_dict_to_variables(state, config)
 
 
-@pytest.mark.parametrize("attention", ["xla_sdpa", "chunked"])
+@pytest.mark.parametrize("kernels", ["stock", "cpu"])
 @pytest.mark.parametrize("final_norm,num_classes", [("norm", 0), ("fc_norm", 7)])
-def test_tiny_encoder_matches_pytorch_reference(final_norm, num_classes, attention):
+def test_tiny_encoder_matches_pytorch_reference(final_norm, num_classes, kernels):
     reference, config, variables = _reference_and_variables(final_norm, num_classes)
-    config = config.replace(attention=attention)
+    config = config.replace(kernels=kernels)
+    assert config.kernels == kernels
     fbank = _fbank(3, config.target_length)
     with torch.no_grad():
         expected = reference(torch.from_numpy(fbank))
@@ -243,8 +245,13 @@ def test_config_round_trip_and_validation():
     assert (config.embed_dim, config.depth, config.num_heads, config.grid) == (768, 12, 12, (64, 8))
     with pytest.raises(ValueError, match="final_norm"):
         config.replace(final_norm="cls")
-    with pytest.raises(ValueError, match="attention='flash'"):
-        config.replace(attention="flash")
+    with pytest.raises(ValueError, match="kernels='flash'"):
+        config.replace(kernels="flash")
+    with pytest.raises(ValueError, match="attention_implementation='flash'"):
+        config.replace(attention_implementation="flash")
+    with pytest.raises(ValueError, match="needs dtype='bfloat16'"):
+        config.replace(attention_implementation="cudnn")
+    config.replace(attention_implementation="cudnn", dtype="bfloat16")
     with pytest.raises(ValueError, match="Unknown AudioMAE preset"):
         audiomae.preset("huge-ish")
     with pytest.raises(ValueError, match="Unknown AudioMAEConfig fields"):
@@ -282,3 +289,16 @@ def test_fine_tuned_base_has_audiomae_parameter_count():
         == 85_659_407
     )
     assert abstract["constants"]["pos_embed"].shape == (1, 513, 768)
+
+
+def test_kernels_resolve_on_construction_and_stay_out_of_checkpoints():
+    """'auto' becomes the CPU kernels here; how to run is not part of the stored description."""
+    config = _tiny_config()
+    assert config.kernels == "cpu"  # tests run on the CPU backend (conftest)
+    stock = config.replace(kernels="stock", attention_implementation="cudnn", dtype="bfloat16")
+    stored = stock.to_dict()
+    assert "kernels" not in stored and "attention_implementation" not in stored
+    loaded = audiomae.AudioMAEConfig.from_dict(stored)
+    assert loaded == stock.replace(kernels="auto", attention_implementation="xla")
+    # Configs stored when the attention kernel was chosen by an 'attention' field still load.
+    assert audiomae.AudioMAEConfig.from_dict({**config.to_dict(), "attention": "chunked"}) == config

@@ -8,7 +8,7 @@ import pytest
 import torch
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from uamix_jax.models import chunked_attention as chunked
+from uamix_jax.models.cpu_kernels import chunked_attention as chunked
 
 TOLERANCE = 2e-5  # float32, max abs difference of outputs and gradients
 

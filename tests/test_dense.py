@@ -1,4 +1,4 @@
-"""The ViT's Dense layer: nn.Dense's parameters and values; bf16 backward through float32 dots."""
+"""CpuDense: nn.Dense's parameters and values; bf16 backward through float32 dots."""
 
 import flax.linen as nn
 import jax
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from test_chunked_attention import _equations
 
-from uamix_jax.models.dense import Dense
+from uamix_jax.models.cpu_kernels import CpuDense
 
 
 def _inputs(seed=0):
@@ -16,7 +16,7 @@ def _inputs(seed=0):
 
 def test_float32_layer_is_nn_dense():
     x = _inputs()
-    ours = Dense(4, kernel_init=nn.initializers.lecun_normal())
+    ours = CpuDense(4, kernel_init=nn.initializers.lecun_normal())
     theirs = nn.Dense(4, kernel_init=nn.initializers.lecun_normal())
     variables = ours.init(jax.random.key(0), x)
     assert jax.tree.map(jnp.shape, variables) == {"params": {"kernel": (6, 4), "bias": (4,)}}
@@ -33,7 +33,7 @@ def _loss(layer, variables, x, weights):
 def test_bfloat16_gradients_match_float32_autodiff():
     x = _inputs()
     weights = _inputs(1)[..., :4]
-    layer = Dense(4, dtype=jnp.bfloat16)
+    layer = CpuDense(4, dtype=jnp.bfloat16)
     variables = layer.init(jax.random.key(0), x)
     variables = {"params": {**variables["params"], "bias": jnp.linspace(-1.0, 1.0, 4)}}
     grad = jax.grad(_loss, argnums=(1, 2))
@@ -51,7 +51,7 @@ def test_bfloat16_gradients_match_float32_autodiff():
 
 def test_bfloat16_dots_return_float32_and_the_bias_gradient_is_a_dot():
     x = _inputs().astype(jnp.bfloat16)
-    layer = Dense(4, dtype=jnp.bfloat16)
+    layer = CpuDense(4, dtype=jnp.bfloat16)
     variables = layer.init(jax.random.key(0), x)
     jaxpr = jax.make_jaxpr(jax.grad(_loss, argnums=1), static_argnums=0)(
         layer, variables, x, jnp.ones((2, 5, 4))
@@ -69,25 +69,24 @@ def test_bfloat16_dots_return_float32_and_the_bias_gradient_is_a_dot():
 
 
 # 4 outputs: d_out is narrower than [x, 1] (7 wide); 9: wider. The backward pass contracts
-# the two in either order (dense.py, `_dense_ones_column_backward`).
+# the two in either order (cpu_kernels/dense.py, `_dense_ones_column_backward`).
 @pytest.mark.parametrize("features", [4, 9])
 def test_float32_cpu_path_matches_autodiff_of_nn_dense(features):
     """The plain forward product and the [x, 1] backward pass: nn.Dense's values and gradients."""
-    assert jax.default_backend() == "cpu"
     x = _inputs()
     weights = jnp.asarray(np.random.default_rng(1).standard_normal((2, 5, features)))
-    variables = Dense(features).init(jax.random.key(0), x)
+    variables = CpuDense(features).init(jax.random.key(0), x)
     bias = jnp.linspace(-1.0, 1.0, features)
     variables = {"params": {**variables["params"], "bias": bias}}
     np.testing.assert_allclose(
-        Dense(features).apply(variables, x),
+        CpuDense(features).apply(variables, x),
         nn.Dense(features).apply(variables, x),
         rtol=1e-6,
         atol=1e-6,
     )
     grad = jax.grad(_loss, argnums=(1, 2))
     (got_params, got_x), (want_params, want_x) = (
-        grad(layer, variables, x, weights) for layer in (Dense(features), nn.Dense(features))
+        grad(layer, variables, x, weights) for layer in (CpuDense(features), nn.Dense(features))
     )
     np.testing.assert_allclose(got_x, want_x, rtol=1e-5, atol=1e-5)
     for name in ("kernel", "bias"):
@@ -99,7 +98,7 @@ def test_float32_cpu_path_matches_autodiff_of_nn_dense(features):
 @pytest.mark.parametrize("features", [4, 9])
 def test_float32_cpu_bias_gradient_comes_from_the_weight_gradient_dot(features):
     x = _inputs()
-    layer = Dense(features)
+    layer = CpuDense(features)
     variables = layer.init(jax.random.key(0), x)
     jaxpr = jax.make_jaxpr(jax.grad(_loss, argnums=1), static_argnums=0)(
         layer, variables, x, jnp.ones((2, 5, features))
@@ -121,7 +120,7 @@ def test_float32_cpu_bias_gradient_comes_from_the_weight_gradient_dot(features):
 def test_float32_cpu_forward_pass_is_the_plain_product():
     """A frozen block runs only the forward pass: one (6 -> 4) product, no [x, 1] built."""
     x = _inputs()
-    layer = Dense(4)
+    layer = CpuDense(4)
     variables = layer.init(jax.random.key(0), x)
     jaxpr = jax.make_jaxpr(layer.apply)(variables, x)
     equations = list(_equations(jaxpr.jaxpr))

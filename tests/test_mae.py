@@ -9,8 +9,7 @@ import torch
 from torch import nn
 from torch_audiomae_reference import AudioMAEReference, _Block, _Mlp, audiomae_sincos_table
 
-from uamix_jax.models import audiomae, mae
-from uamix_jax.pretraining import masking
+from uamix_jax.models import audiomae, mae, masking
 from weights_conversion import convert_audiomae, mae_layout
 from weights_conversion.torch_files import read_state_dict
 

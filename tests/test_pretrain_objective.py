@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from uamix_jax.pretraining import masking, objective
+from uamix_jax.models import masking
+from uamix_jax.pretraining import objective
 
 
 @pytest.mark.parametrize("num_patches,ratio,expected_keep", [(512, 0.8, 102), (32, 0.75, 8)])

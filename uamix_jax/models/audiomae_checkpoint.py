@@ -1,7 +1,7 @@
 """Saving and loading AudioMAE encoders: an orbax checkpoint of the variables plus config.json.
 
 Layout of a checkpoint directory:
-  config.json   the AudioMAEConfig fields
+  config.json   AudioMAEConfig.to_dict(): the architecture (the kernels are the loader's choice)
   variables/    orbax StandardCheckpointer tree {'params': ..., 'constants': {'pos_embed'}}
 The directory is assembled under a temporary name next to the target and renamed into
 place, so a reader never sees a half-written checkpoint.
@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 import tempfile
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
@@ -21,10 +21,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from uamix_jax.models.audiomae_config import AudioMAEConfig
+from uamix_jax.models.audiomae_encoder import AudioMAEEncoder
 from uamix_jax.models.pos_embed import adapt_pos_embed
-
-if TYPE_CHECKING:
-    from uamix_jax.models.audiomae import AudioMAEEncoder
 
 CONFIG_FILE = "config.json"
 VARIABLES_DIR = "variables"
@@ -69,15 +67,14 @@ def read_config(directory: str | os.PathLike) -> AudioMAEConfig:
 
 def load(
     directory: str | os.PathLike, target_length: Optional[int] = None, **config_overrides: Any
-) -> tuple["AudioMAEEncoder", dict]:
+) -> tuple[AudioMAEEncoder, dict]:
     """Reads a checkpoint written by `save` (or by the converter) into (model, variables).
 
     target_length: input frames to build the model for; when shorter than the checkpoint's,
       the positional embedding is cropped the way AudioMAE's fine-tuning recipes do it.
-    config_overrides: training-time fields to change (dtype, remat, drop_path_rate, ...).
+    config_overrides: training-time and execution fields to change (dtype, remat,
+      drop_path_rate, kernels, ...).
     """
-    from uamix_jax.models.audiomae import AudioMAEEncoder  # the module imports this one
-
     stored = read_config(directory)
     abstract = jax.eval_shape(
         AudioMAEEncoder(stored).init,

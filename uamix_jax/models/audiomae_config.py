@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
+from uamix_jax.models.kernels import ATTENTION_IMPLEMENTATIONS, KERNELS, resolve_kernels
+
 # Widths/depths/heads of the ViT sizes AudioMAE's models_vit.py defines (small, base, large);
 # 'tiny' is the usual ViT-Ti/16 (192 wide, 3 heads), used by fast tests and demos.
 _PRESETS: dict[str, dict[str, Any]] = {
@@ -15,8 +17,10 @@ _PRESETS: dict[str, dict[str, Any]] = {
 }
 _FINAL_NORMS = ("norm", "fc_norm")
 _DTYPES = ("float32", "bfloat16")
-# AudioMAEConfig.attention; vit_layers.resolve_attention says what 'auto' becomes.
-ATTENTION_IMPLEMENTATIONS = ("auto", "xla_sdpa", "chunked")
+# How to run the network, not what it is: left out of `to_dict`, hence of checkpoints.
+EXECUTION_FIELDS = ("kernels", "attention_implementation")
+# Written by versions that chose the attention kernel with this field; read and ignored.
+_IGNORED_STORED_FIELDS = ("attention",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,9 +30,11 @@ class AudioMAEConfig:
     `final_norm='norm'` is the pretrained (MAE) encoder: LayerNorm on all tokens.
     `final_norm='fc_norm'` is AudioMAE's fine-tuned classifier: LayerNorm on the pooled
     patch tokens only. `num_classes=0` means no classification head.
-    `attention`: 'auto' (chunked attention on CPU, jax.nn.dot_product_attention on GPU/TPU,
-    chosen at trace time), or 'xla_sdpa' / 'chunked' to force one; see
-    `vit_layers.resolve_attention`.
+    `kernels`: 'stock' (plain Flax/JAX layers), 'cpu' (`models.cpu_kernels`) or 'auto',
+    which construction resolves once to 'cpu' on the CPU backend and 'stock' elsewhere
+    (`kernels.resolve_kernels`), so a config always holds the set its model runs.
+    `attention_implementation`: jax.nn.dot_product_attention's 'xla' or 'cudnn' (cuDNN's
+    fused attention: GPU, dtype='bfloat16'); read by the stock kernels only.
     """
 
     embed_dim: int
@@ -44,7 +50,8 @@ class AudioMAEConfig:
     dropout_rate: float = 0.0
     dtype: str = "float32"
     remat: bool = False
-    attention: str = "auto"
+    kernels: str = "auto"
+    attention_implementation: str = "xla"
 
     def __post_init__(self) -> None:
         problems = []
@@ -62,12 +69,18 @@ class AudioMAEConfig:
             problems.append(f"final_norm={self.final_norm!r}, expected one of {_FINAL_NORMS}")
         if self.dtype not in _DTYPES:
             problems.append(f"dtype={self.dtype!r}, expected one of {_DTYPES}")
-        if self.attention not in ATTENTION_IMPLEMENTATIONS:
+        if self.kernels not in KERNELS:
+            problems.append(f"kernels={self.kernels!r}, expected one of {KERNELS}")
+        if self.attention_implementation not in ATTENTION_IMPLEMENTATIONS:
             problems.append(
-                f"attention={self.attention!r}, expected one of {ATTENTION_IMPLEMENTATIONS}"
+                f"attention_implementation={self.attention_implementation!r}, expected one "
+                f"of {ATTENTION_IMPLEMENTATIONS}"
             )
+        elif self.attention_implementation == "cudnn" and self.dtype != "bfloat16":
+            problems.append("attention_implementation='cudnn' needs dtype='bfloat16'")
         if problems:
             raise ValueError("Invalid AudioMAEConfig: " + "; ".join(problems))
+        object.__setattr__(self, "kernels", resolve_kernels(self.kernels))
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -83,11 +96,14 @@ class AudioMAEConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The network's description, as checkpoints store it: every field but EXECUTION_FIELDS."""
+        values = dataclasses.asdict(self)
+        return {name: value for name, value in values.items() if name not in EXECUTION_FIELDS}
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "AudioMAEConfig":
         known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in values.items() if k not in _IGNORED_STORED_FIELDS}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(

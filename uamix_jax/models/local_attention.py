@@ -16,8 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from uamix_jax.models.dense import Dense
-from uamix_jax.models.vit_layers import LayerNorm, Mlp
+from uamix_jax.models import kernels as K
+from uamix_jax.models.vit_layers import Mlp
 
 # AudioMAE's meta network: 2 -> 384 -> heads, ReLU, dropout 0.1 after each layer.
 META_HIDDEN_DIM, META_DROPOUT = 384, 0.1
@@ -85,13 +85,14 @@ class WindowAttention(nn.Module):
     num_heads: int
     window: tuple[int, int]
     dtype: Any
+    kernels: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, mask: np.ndarray | None, deterministic: bool) -> jax.Array:
         """x (B * windows, area, C); mask (windows, area, area) or None."""
         bw, area, dim = x.shape
         heads = self.num_heads
-        qkv = Dense(3 * dim, dtype=self.dtype, name="qkv")(x)
+        qkv = K.dense(self.kernels, 3 * dim, dtype=self.dtype, name="qkv")(x)
         qkv = qkv.reshape(bw, area, 3, heads, dim // heads).astype(jnp.float32)
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
         tau = self.param("tau", nn.initializers.ones, (heads,))
@@ -108,12 +109,12 @@ class WindowAttention(nn.Module):
             scores = (scores + jnp.asarray(mask)[None, :, None]).reshape(bw, heads, area, area)
         out = jnp.einsum("bhlm,bmhd->blhd", jax.nn.softmax(scores, axis=-1), v)
         out = out.reshape(bw, area, dim).astype(self.dtype)
-        return Dense(dim, dtype=self.dtype, name="proj")(out)
+        return K.dense(self.kernels, dim, dtype=self.dtype, name="proj")(out)
 
     def _position_bias(self, deterministic: bool) -> jax.Array:
         """(heads, area, area) from the meta MLP over log-spaced relative coordinates."""
         area = self.window[0] * self.window[1]
-        bias = MetaMlp(self.num_heads, name="meta_mlp")(
+        bias = MetaMlp(self.num_heads, self.kernels, name="meta_mlp")(
             jnp.asarray(relative_coordinates_log(self.window)), deterministic
         )
         return bias.T.reshape(self.num_heads, area, area)
@@ -123,12 +124,13 @@ class MetaMlp(nn.Module):
     """fc1 -> ReLU -> dropout -> fc2 -> dropout (timm's Mlp with act ReLU, drop 0.1)."""
 
     out_features: int
+    kernels: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
-        x = nn.relu(Dense(META_HIDDEN_DIM, name="fc1")(x))
+        x = nn.relu(K.dense(self.kernels, META_HIDDEN_DIM, name="fc1")(x))
         x = nn.Dropout(META_DROPOUT)(x, deterministic=deterministic)
-        x = Dense(self.out_features, name="fc2")(x)
+        x = K.dense(self.kernels, self.out_features, name="fc2")(x)
         return nn.Dropout(META_DROPOUT)(x, deterministic=deterministic)
 
 
@@ -141,6 +143,7 @@ class LocalBlock(nn.Module):
     shift: tuple[int, int]
     mlp_ratio: float
     dtype: Any
+    kernels: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
@@ -150,12 +153,15 @@ class LocalBlock(nn.Module):
         y = x.reshape(b, *self.grid, dim)
         if any(shift):
             y = jnp.roll(y, (-shift[0], -shift[1]), axis=(1, 2))
-        attended = WindowAttention(self.num_heads, window, self.dtype, name="attn")(
+        attention = WindowAttention(self.num_heads, window, self.dtype, self.kernels, name="attn")
+        attended = attention(
             partition(y, window), shift_mask(self.grid, window, shift), deterministic
         )
         y = merge(attended, window, self.grid)
         if any(shift):
             y = jnp.roll(y, shift, axis=(1, 2))
-        x = x + LayerNorm(dtype=self.dtype, name="norm1")(y.reshape(b, length, dim))
-        mlp = Mlp(int(dim * self.mlp_ratio), 0.0, self.dtype, name="mlp")
-        return x + LayerNorm(dtype=self.dtype, name="norm2")(mlp(x, deterministic))
+        norm1 = K.layer_norm(self.kernels, dtype=self.dtype, name="norm1")
+        x = x + norm1(y.reshape(b, length, dim))
+        mlp = Mlp(int(dim * self.mlp_ratio), 0.0, self.dtype, self.kernels, name="mlp")
+        norm2 = K.layer_norm(self.kernels, dtype=self.dtype, name="norm2")
+        return x + norm2(mlp(x, deterministic))

@@ -25,11 +25,11 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from uamix_jax.models import audiomae
-from uamix_jax.models.dense import Dense
+from uamix_jax.models import kernels as K
 from uamix_jax.models.local_attention import LocalBlock
+from uamix_jax.models.masking import gather_tokens
 from uamix_jax.models.pos_embed import sincos_pos_embed
-from uamix_jax.models.vit_layers import Block, LayerNorm
-from uamix_jax.pretraining.masking import gather_tokens
+from uamix_jax.models.vit_layers import Block
 
 CONFIG_FILE = "mae_config.json"
 DECODER_MODES = ("global", "local")
@@ -89,7 +89,7 @@ class MAEDecoder(nn.Module):
             "constants", "decoder_pos_embed", lambda: jnp.asarray(sincos_pos_embed(width, enc.grid))
         ).value
 
-        x = Dense(width, dtype=dtype, name="decoder_embed")(visible_tokens)
+        x = K.dense(enc.kernels, width, dtype=dtype, name="decoder_embed")(visible_tokens)
         batch, num_visible = x.shape[0], x.shape[1] - 1
         fillers = jnp.broadcast_to(
             mask_token.astype(x.dtype), (batch, enc.num_patches - num_visible, width)
@@ -100,8 +100,8 @@ class MAEDecoder(nn.Module):
             x = x[:, 1:]  # windows tile the patch grid; AudioMAE drops the cls token here
         for i in range(cfg.decoder_depth):
             x = self._block(i)(x, not train)
-        x = LayerNorm(dtype=dtype, name="decoder_norm")(x)
-        pred = Dense(enc.patch_size**2, dtype=dtype, name="decoder_pred")(x)
+        x = K.layer_norm(enc.kernels, dtype=dtype, name="decoder_norm")(x)
+        pred = K.dense(enc.kernels, enc.patch_size**2, dtype=dtype, name="decoder_pred")(x)
         return (pred if cfg.decoder_mode == "local" else pred[:, 1:]).astype(jnp.float32)
 
     def _block(self, i: int) -> nn.Module:
@@ -116,11 +116,19 @@ class MAEDecoder(nn.Module):
                 shift,
                 enc.mlp_ratio,
                 dtype,
+                enc.kernels,
                 name=name,
             )
         # AudioMAE's global decoder has no dropout or stochastic depth.
         return Block(
-            cfg.decoder_num_heads, enc.mlp_ratio, 0.0, 0.0, dtype, enc.attention, name=name
+            cfg.decoder_num_heads,
+            enc.mlp_ratio,
+            0.0,
+            0.0,
+            dtype,
+            enc.kernels,
+            enc.attention_implementation,
+            name=name,
         )
 
 
@@ -136,7 +144,7 @@ class MaskedAutoencoder(nn.Module):
     def __call__(
         self, fbank: jax.Array, ids_keep: jax.Array, ids_restore: jax.Array, train: bool = False
     ) -> jax.Array:
-        """fbank (B, T, F) normalised; ids_keep / ids_restore from `pretraining.masking`."""
+        """fbank (B, T, F) normalised; ids_keep / ids_restore from `models.masking`."""
         encoded = self.encoder(fbank, train=train, ids_keep=ids_keep)
         return self.decoder(encoded.tokens, ids_restore, train=train)
 

@@ -5,9 +5,9 @@ views stacked (V, B, D). BatchNorm normalises each view over its batch axis with
 own statistics, exactly as one call per view would; under ``jax.jit`` with a globally sharded
 batch that is the global batch, so no cross-device reduction is written here. Stacking the
 views makes each linear layer one matmul over all V * B rows, with one weight gradient,
-instead of V small ones whose gradients are then summed (bf16 tiny step: the summed
-gradients' optimizer update alone took 8% of the step, README benchmarks section). Apply with
-``mutable=['batch_stats']`` when ``train=True``.
+instead of V small ones whose gradients are then summed. Apply with
+``mutable=['batch_stats']`` when ``train=True``. `kernels` selects the linear layers as for
+the encoder (`uamix_jax.models.kernels`; 'auto' is resolved there).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from uamix_jax.models.dense import Dense
+from uamix_jax.models import kernels as K
 
 # PyTorch BatchNorm1d defaults, which MAE-CT's head uses: running = 0.9 running + 0.1 batch
 # (BN_MOMENTUM is, as in flax, the weight of the old value), eps 1e-5.
@@ -67,10 +67,18 @@ def _batch_norm(name: str, train: bool, dtype: jnp.dtype) -> ViewBatchNorm:
     return ViewBatchNorm(use_running_average=not train, dtype=dtype, name=name)
 
 
-def _linear(features: int, name: str, dtype: jnp.dtype, use_bias: bool = False) -> Dense:
-    # nn.Dense's default initialisation, as before the head used `Dense`.
-    kernel_init = nn.initializers.lecun_normal()
-    return Dense(features, dtype=dtype, use_bias=use_bias, kernel_init=kernel_init, name=name)
+def _linear(
+    kernels: str, features: int, name: str, dtype: jnp.dtype, use_bias: bool = False
+) -> nn.Module:
+    # nn.Dense's default initialisation (LeCun normal), not the ViT's Xavier.
+    return K.dense(
+        kernels,
+        features,
+        dtype=dtype,
+        use_bias=use_bias,
+        kernel_init=nn.initializers.lecun_normal(),
+        name=name,
+    )
 
 
 class Projector(nn.Module):
@@ -83,35 +91,37 @@ class Projector(nn.Module):
     hidden_dim: int = 2048
     output_dim: int = 256
     dtype: jnp.dtype = jnp.float32
+    kernels: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         """([V,] B, D) pooled features -> ([V,] B, output_dim) projections z (not normalised)."""
-        x = _linear(self.hidden_dim, "fc1", self.dtype)(x)
+        x = _linear(self.kernels, self.hidden_dim, "fc1", self.dtype)(x)
         x = nn.relu(_batch_norm("bn1", train, self.dtype)(x))
-        x = _linear(self.hidden_dim, "fc2", self.dtype)(x)
+        x = _linear(self.kernels, self.hidden_dim, "fc2", self.dtype)(x)
         x = nn.relu(_batch_norm("bn2", train, self.dtype)(x))
-        x = _linear(self.output_dim, "fc3", self.dtype)(x)
+        x = _linear(self.kernels, self.output_dim, "fc3", self.dtype)(x)
         return _batch_norm("bn3", train, self.dtype)(x)
 
 
 class Predictor(nn.Module):
     """q: Linear(d->h, no bias) BN ReLU Linear(h->d).
 
-    ``output_bias=True`` follows the NNCLR paper and the method text; MAE-CT drops this bias.
+    ``output_bias=True`` follows the NNCLR paper; MAE-CT drops this bias.
     """
 
     hidden_dim: int = 4096
     output_dim: int = 256
     output_bias: bool = True
     dtype: jnp.dtype = jnp.float32
+    kernels: str = "auto"
 
     @nn.compact
     def __call__(self, z: jax.Array, train: bool) -> jax.Array:
         """([V,] B, d) projections -> ([V,] B, output_dim) predictions p (not normalised)."""
-        x = _linear(self.hidden_dim, "fc1", self.dtype)(z)
+        x = _linear(self.kernels, self.hidden_dim, "fc1", self.dtype)(z)
         x = nn.relu(_batch_norm("bn1", train, self.dtype)(x))
-        return _linear(self.output_dim, "fc2", self.dtype, self.output_bias)(x)
+        return _linear(self.kernels, self.output_dim, "fc2", self.dtype, self.output_bias)(x)
 
 
 class NNCLRHead(nn.Module):
@@ -126,11 +136,12 @@ class NNCLRHead(nn.Module):
     pred_hidden_dim: int = 4096
     pred_output_bias: bool = True
     dtype: jnp.dtype = jnp.float32
+    kernels: str = "auto"
 
     def setup(self) -> None:
-        self.projector = Projector(self.proj_hidden_dim, self.output_dim, self.dtype)
+        self.projector = Projector(self.proj_hidden_dim, self.output_dim, self.dtype, self.kernels)
         self.predictor = Predictor(
-            self.pred_hidden_dim, self.output_dim, self.pred_output_bias, self.dtype
+            self.pred_hidden_dim, self.output_dim, self.pred_output_bias, self.dtype, self.kernels
         )
 
     def __call__(self, pooled: jax.Array, train: bool) -> tuple[jax.Array, jax.Array]:

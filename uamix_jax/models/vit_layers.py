@@ -1,53 +1,18 @@
-"""Pre-norm ViT building blocks with AudioMAE's (timm 0.3.2's) numerics and parameter names."""
+"""Pre-norm ViT building blocks with AudioMAE's (timm 0.3.2's) numerics and parameter names.
+
+`kernels` ('stock', 'cpu' or 'auto') selects the layer implementations through
+`uamix_jax.models.kernels`; the parameter tree is the same either way.
+"""
 
 from __future__ import annotations
 
-import functools
-import math
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from uamix_jax.models.audiomae_config import ATTENTION_IMPLEMENTATIONS
-from uamix_jax.models.chunked_attention import chunked_attention
-from uamix_jax.models.dense import Dense
-from uamix_jax.models.layer_norm import LayerNorm as _LayerNorm
-
-# AudioMAE builds every LayerNorm with eps 1e-6 (models_vit.py, models_mae.py).
-LayerNorm = functools.partial(_LayerNorm, epsilon=1e-6)
-
-
-_SQRT_HALF = math.sqrt(0.5)
-_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
-
-
-@jax.custom_vjp
-def gelu(x: jax.Array) -> jax.Array:
-    """Exact GELU as PyTorch's nn.GELU computes it, x/2 (1 + erf(x / sqrt 2)), in float32.
-
-    One fused pass each way that keeps only x for the backward pass. Under bf16, autodiff of
-    the formula rounded and stored every intermediate (five (B, N, 4D) passes forward); and
-    jax.nn.gelu(approximate=False) uses erfc, which XLA:CPU expands into two series, an exp
-    and two divisions (float32 fwd+bwd on (12, 513, 768): 4.4 against 2.5 ms for erf).
-    """
-    return _gelu_forward(x)[0]
-
-
-def _gelu_forward(x):
-    x32 = x.astype(jnp.float32)
-    return (0.5 * x32 * (1.0 + jax.lax.erf(x32 * _SQRT_HALF))).astype(x.dtype), x
-
-
-def _gelu_backward(x, d_out):
-    x32 = x.astype(jnp.float32)
-    cdf = 0.5 * (1.0 + jax.lax.erf(x32 * _SQRT_HALF))
-    pdf = jnp.exp(-0.5 * x32 * x32) * _INV_SQRT_2PI
-    return ((d_out.astype(jnp.float32) * (cdf + x32 * pdf)).astype(x.dtype),)
-
-
-gelu.defvjp(_gelu_forward, _gelu_backward)
+from uamix_jax.models import kernels as K
 
 
 class DropPath(nn.Module):
@@ -93,53 +58,28 @@ class PatchEmbed(nn.Module):
         return x.reshape(batch, time_patches * freq_patches, dim)
 
 
-def resolve_attention(implementation: str) -> str:
-    """'auto' -> 'chunked' on the CPU backend, 'xla_sdpa' elsewhere; other names pass through.
-
-    On XLA:CPU the chunked attention is more than twice as fast as dot_product_attention
-    (ViT-B shape, forward+backward: 86 against 170 ms, README encoder section); on
-    GPU/TPU dot_product_attention is XLA's (and cuDNN's) own path.
-    """
-    if implementation not in ATTENTION_IMPLEMENTATIONS:
-        raise ValueError(
-            f"attention={implementation!r}, expected one of {ATTENTION_IMPLEMENTATIONS}"
-        )
-    if implementation == "auto":
-        return "chunked" if jax.default_backend() == "cpu" else "xla_sdpa"
-    return implementation
-
-
 class Attention(nn.Module):
     """Multi-head self-attention with one fused qkv projection laid out [q | k | v], head-major.
 
-    Both implementations compute the plain softmax(QK^T / sqrt(d))V with the softmax in
-    float32 even for bfloat16 inputs. 'xla_sdpa' is jax.nn.dot_product_attention with its
-    default (XLA) implementation, also the single switch to cuDNN's fused kernel
-    (implementation='cudnn') on GPUs, left off because no GPU run has checked it against the
-    reference. 'chunked' transposes q, k, v once to (B, H, N, Dh) for
-    `chunked_attention`: see `resolve_attention`.
+    softmax(QK^T / sqrt(d))V with the softmax in float32 even for bfloat16 inputs;
+    `attention_implementation` ('xla' or 'cudnn') is read by the stock kernels only.
     """
 
     num_heads: int
     dropout_rate: float
     dtype: Any
-    implementation: str = "auto"
+    kernels: str = "auto"
+    attention_implementation: str = "xla"
 
     @nn.compact
     def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
         batch, length, dim = x.shape
-        qkv = Dense(3 * dim, dtype=self.dtype, name="qkv")(x)
+        qkv = K.dense(self.kernels, 3 * dim, dtype=self.dtype, name="qkv")(x)
         qkv = qkv.reshape(batch, length, 3, self.num_heads, dim // self.num_heads)
-        if resolve_attention(self.implementation) == "chunked":
-            # split, not indexing: the backward pass then assembles d_qkv with one
-            # concatenation instead of adding three zero-padded copies (bf16 ViT-B step:
-            # 17 ms per block for that add, single-threaded).
-            q, k, v = (jnp.squeeze(x, 0) for x in jnp.split(jnp.transpose(qkv, (2, 0, 3, 1, 4)), 3))
-            out = jnp.swapaxes(chunked_attention(q, k, v), 1, 2)
-        else:
-            q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-            out = jax.nn.dot_product_attention(q, k, v)
-        out = Dense(dim, dtype=self.dtype, name="proj")(out.reshape(batch, length, dim))
+        out = K.qkv_attention(self.kernels, qkv, self.attention_implementation)
+        out = K.dense(self.kernels, dim, dtype=self.dtype, name="proj")(
+            out.reshape(batch, length, dim)
+        )
         return nn.Dropout(self.dropout_rate)(out, deterministic=deterministic)
 
 
@@ -149,13 +89,14 @@ class Mlp(nn.Module):
     hidden_dim: int
     dropout_rate: float
     dtype: Any
+    kernels: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
         dim = x.shape[-1]
-        x = gelu(Dense(self.hidden_dim, dtype=self.dtype, name="fc1")(x))
-        x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
-        x = Dense(dim, dtype=self.dtype, name="fc2")(x)
+        x = K.dense(self.kernels, self.hidden_dim, dtype=self.dtype, name="fc1")(x)
+        x = nn.Dropout(self.dropout_rate)(K.gelu(self.kernels, x), deterministic=deterministic)
+        x = K.dense(self.kernels, dim, dtype=self.dtype, name="fc2")(x)
         return nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
 
 
@@ -167,18 +108,23 @@ class Block(nn.Module):
     drop_path_rate: float
     dropout_rate: float
     dtype: Any
-    attention: str = "auto"
+    kernels: str = "auto"
+    attention_implementation: str = "xla"
 
     @nn.compact
     def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
         dim = x.shape[-1]
         drop_path = DropPath(self.drop_path_rate)
         attention = Attention(
-            self.num_heads, self.dropout_rate, self.dtype, self.attention, name="attn"
+            self.num_heads,
+            self.dropout_rate,
+            self.dtype,
+            self.kernels,
+            self.attention_implementation,
+            name="attn",
         )
-        branch = attention(LayerNorm(dtype=self.dtype, name="norm1")(x), deterministic)
-        x = x + drop_path(branch, deterministic)
-        branch = Mlp(int(dim * self.mlp_ratio), self.dropout_rate, self.dtype, name="mlp")(
-            LayerNorm(dtype=self.dtype, name="norm2")(x), deterministic
-        )
-        return x + drop_path(branch, deterministic)
+        norm1 = K.layer_norm(self.kernels, dtype=self.dtype, name="norm1")
+        x = x + drop_path(attention(norm1(x), deterministic), deterministic)
+        mlp = Mlp(int(dim * self.mlp_ratio), self.dropout_rate, self.dtype, self.kernels, name="mlp")
+        norm2 = K.layer_norm(self.kernels, dtype=self.dtype, name="norm2")
+        return x + drop_path(mlp(norm2(x), deterministic), deterministic)

@@ -1,38 +1,26 @@
-"""The ViT's linear layer, y = x W + b, with hand-written backward passes for the CPU.
+"""`CpuDense`: y = x W + b with hand-written backward passes that suit XLA:CPU.
 
-Autodiff of `x @ kernel + bias` leaves two things slow on XLA:CPU (README, benchmarks
-section):
+Autodiff of `x @ kernel + bias` leaves two things slow on XLA:CPU:
 
-- the bias gradient. Autodiff sums d_out over every row, a reduction that XLA:CPU splits
-  into single-threaded reduce-window passes: 74 ms for fc1's (3078, 3072) in the float32
-  ViT-B step, about 1 s per step over all layers.
-- bfloat16 dots. XLA:CPU's fast bf16 dot (YNNPACK, AVX512-BF16) runs only when the dot
-  returns float32: a 4096^3 matmul reached 682 GFLOP/s that way, 308 returning bf16.
+- the bias gradient. Autodiff sums d_out over every row, a reduction that XLA:CPU runs as
+  single-threaded reduce-window passes.
+- bfloat16 dots. XLA:CPU's fast bf16 dot (YNNPACK with AVX512-BF16) is used only when the
+  dot returns float32.
 
-float32 on the CPU backend (`dense_ones_column`): the backward pass multiplies [x, 1]^T
-by d_out, so the weight-gradient product yields the bias gradient as its last row, without
-another pass over d_out. ViT-B float32 step 14.1 -> 12.8 s (2-core AVX2 EPYC, in-process
-A/B). XLA:CPU runs that product over rows by first copying one operand transposed, the
-first one written; the backward pass writes the narrower first (d_out for fc2, whose input
-is 4x wider: in the tiny step's profile 6 ms of copy per block became 1.7 ms; the whole
-step's A/B stayed within its noise). Two simpler forms were slower: a separate ones-vector
-product for the bias gradient (XLA then fused the GELU backward into the transposing copy
-of d_out; README, item 12), and autodiff of [x, 1] @ [kernel; bias] (XLA transposes d_out
-whatever its width: tiny step 28% slower). The forward pass is the plain x @ kernel + bias:
-XLA fuses the bias into the output's consumer (GELU, the residual add), and frozen blocks,
-which only run forward, never build [x, 1]. Folding the bias into the forward product as
-[x, 1] @ [kernel; bias] cost a copy of x per layer and an odd inner dimension: forward of
-the four layers, ViT-B 362 -> 341 ms (6 clips), tiny 47 -> 42 ms (12 clips);
-forward+backward unchanged (README, item 15). Other backends keep autodiff: their reductions are fast, and a
-769-wide operand would misalign their matrix units.
+float32 with a bias (`dense_ones_column`): the forward pass is the plain x @ kernel + bias,
+which XLA fuses into the output's consumer (GELU, the residual add); frozen blocks only run
+this. The backward pass multiplies [x, 1]^T by d_out, so the weight-gradient product yields
+the bias gradient as its last row and no separate pass over d_out is needed. XLA:CPU runs a
+product over rows by first copying one operand transposed, the first one written, so the
+narrower of [x, 1] and d_out is written first.
 
 bfloat16 (`dense`): the forward dot and both backward dots accumulate and return float32
 and are rounded to the compute dtype afterwards, where a bf16 dot would have rounded
-anyway; the bias gradient is a vector-matrix product with ones. ViT-B encoder
-forward+backward in bf16 6.5 -> 3.9 s (AVX512-BF16 EPYC).
+anyway; the bias gradient is a vector-matrix product with ones.
 
 Parameters are nn.Dense's ('kernel' (in, out), 'bias' (out,), float32, same initialisation
-order), so checkpoints and their conversion are unchanged.
+order), so the two kernel sets share checkpoints. Measurements and the forms tried:
+benchmarks/NOTES.md#cpu-kernels-dense.
 """
 
 from __future__ import annotations
@@ -90,16 +78,13 @@ def dense_ones_column(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.A
 
 
 def _dense_ones_column_forward(x, kernel, bias):
-    # The forward pass is the plain product: XLA fuses the bias into whatever reads the
-    # output, and a frozen block, which never runs the backward pass, never builds [x, 1].
     return x @ kernel + bias, (x, kernel)
 
 
 def _dense_ones_column_backward(residuals, d_out):
     x, kernel = residuals
     x_ones = with_ones_column(x)
-    # XLA:CPU transposes the first operand of a product over rows into a copy: contract so
-    # that it is the narrower of [x, 1] and d_out (module docstring).
+    # The operand XLA:CPU copies transposed is the first one: make it the narrower.
     if x_ones.shape[-1] > d_out.shape[-1]:
         d_kernel_bias = jnp.einsum("...n,...k->nk", d_out, x_ones).T
     else:
@@ -110,7 +95,7 @@ def _dense_ones_column_backward(residuals, d_out):
 dense_ones_column.defvjp(_dense_ones_column_forward, _dense_ones_column_backward)
 
 
-class Dense(nn.Module):
+class CpuDense(nn.Module):
     """Linear layer over the last axis with nn.Dense's parameters (module docstring).
 
     `dtype` is the compute dtype (None: that of the inputs and float32 parameters).
@@ -132,6 +117,4 @@ class Dense(nn.Module):
             return dense(x, kernel, bias)
         if bias is None:
             return x @ kernel
-        if jax.default_backend() == "cpu":
-            return dense_ones_column(x, kernel, bias)
-        return x @ kernel + bias
+        return dense_ones_column(x, kernel, bias)

@@ -1,10 +1,8 @@
-"""LayerNorm over the last axis, with its statistics and gradient sums as products with ones.
+"""`CpuLayerNorm`: LayerNorm whose statistics and gradient sums are products with ones.
 
-XLA:CPU turns the sums of Flax's LayerNorm, forward and backward, into single-threaded
-reduce-window passes: float32 forward+backward on (12, 513, 192) took 4.5 ms against
-PyTorch's 1.4 ms. Here every sum is a product with a vector of ones, which XLA:CPU runs
-as a multi-threaded Eigen matrix-vector product (1.9 ms; ViT-B's (6, 513, 768): 12.8 ->
-5.5 ms, PyTorch 3.1 ms; 2-core AVX2 EPYC). Other backends sum with jnp.sum.
+XLA:CPU turns the row and column sums of a LayerNorm, forward and backward, into
+single-threaded reduce-window passes; a product with a vector of ones runs instead as a
+multi-threaded matrix-vector product. Measurements: benchmarks/NOTES.md#cpu-kernels-layer-norm.
 
 The backward pass is written out so that it recomputes the normalised input from x and
 the saved row statistics (nothing of the input's size is stored besides x itself, which
@@ -16,7 +14,7 @@ the previous layer keeps anyway):
 
 Statistics are float32 whatever the input dtype; the variance is the mean of squared
 deviations (two passes, as PyTorch computes it). Parameters are nn.LayerNorm's ('scale',
-'bias', float32), so checkpoints and their conversion are unchanged.
+'bias', float32), so the two kernel sets share checkpoints.
 """
 
 from __future__ import annotations
@@ -31,8 +29,6 @@ import jax.numpy as jnp
 
 def _row_mean(x: jax.Array, weights: jax.Array | None = None) -> jax.Array:
     """Mean over the last axis of x * weights (weights over that axis), keepdims."""
-    if jax.default_backend() != "cpu":
-        return jnp.mean(x if weights is None else x * weights, axis=-1, keepdims=True)
     if weights is None:
         return (x @ jnp.ones((x.shape[-1], 1), x.dtype)) / x.shape[-1]
     return x @ (weights / x.shape[-1])[:, None]
@@ -41,8 +37,6 @@ def _row_mean(x: jax.Array, weights: jax.Array | None = None) -> jax.Array:
 def _column_sum(x: jax.Array) -> jax.Array:
     """Sum over every axis but the last."""
     rows = x.reshape(-1, x.shape[-1])
-    if jax.default_backend() != "cpu":
-        return jnp.sum(rows, axis=0)
     return jnp.ones(rows.shape[0], x.dtype) @ rows
 
 
@@ -79,7 +73,7 @@ def _layer_norm_backward(epsilon, dtype, residuals, d_out):
 layer_norm.defvjp(_layer_norm_forward, _layer_norm_backward)
 
 
-class LayerNorm(nn.Module):
+class CpuLayerNorm(nn.Module):
     """nn.LayerNorm's parameters and results (two-pass variance) with `layer_norm`'s passes.
 
     `dtype` is the output dtype (None: the input's promoted with float32, as nn.LayerNorm).

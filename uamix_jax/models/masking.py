@@ -1,4 +1,4 @@
-"""Random patch masking for masked-autoencoder pretraining (AudioMAE's two schemes).
+"""Random patch masking (AudioMAE's two schemes): MAE pretraining and fine-tuning's token drop.
 
 A masking is described by index arrays rather than by a boolean mask, so the encoder can
 gather the visible tokens (a fixed count per clip, hence static shapes under jit) and the

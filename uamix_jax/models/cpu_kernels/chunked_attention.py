@@ -2,16 +2,16 @@
 
 Plain autodiff of softmax(QK^T / sqrt(d))V writes the (B, H, N, N) scores and probabilities
 to memory several times and reads them back in the backward pass; on a CPU those passes,
-not the FLOPs, dominate (ViT-B at 513 tokens: 170 ms forward+backward against 134 ms for
-PyTorch's fused SDPA, benchmarks section of the README). Here a loop walks over chunks
-of (clip, head) pairs small enough that one chunk's N x N block stays in cache, and the
-backward pass recomputes each block's probabilities from the saved log-sum-exp instead of
-storing them, using FlashAttention's identity dS = P * (dP - rowsum(dO * O)) (Dao et al.,
-2022). Same result as the reference to float32 rounding; 86 ms on the shape above.
+not the FLOPs, dominate. Here a loop walks over chunks of (clip, head) pairs small enough
+that one chunk's N x N block stays in cache, and the backward pass recomputes each block's
+probabilities from the saved log-sum-exp instead of storing them, using FlashAttention's
+identity dS = P * (dP - rowsum(dO * O)) (Dao et al., 2022). Same result as the reference
+to float32 rounding. Measurements: benchmarks/NOTES.md#cpu-kernels-attention.
 
 Under data parallelism the batch axis is sharded over devices. The chunks are cut inside
-each device's share of the batch (leading axis = device count), so the loop runs over an
-unsharded axis and XLA's partitioner adds no collectives.
+each device's share of the batch (leading axis = device count, the project's 1-D data
+mesh over every device), so the loop runs over an unsharded axis and XLA's partitioner
+adds no collectives. With another layout the result is the same, only the chunking is.
 """
 
 from __future__ import annotations
@@ -19,15 +19,14 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from uamix_jax.models.dense import with_ones_column
+from uamix_jax.models.cpu_kernels.dense import with_ones_column
 
-# Bytes of float32 scores per chunk: about 2 (clip, head) blocks at N = 513. On a 2-core
-# EPYC, 1 to 4 blocks ran within 5% of each other at the ViT-B and tiny shapes.
+# Bytes of float32 scores per chunk: about 2 (clip, head) blocks at N = 513, small enough
+# to stay in cache; 1 to 4 blocks perform alike.
 CHUNK_SCORE_BYTES = 2 * 1024 * 1024
 # Chunks per loop iteration. The element-wise passes of a chunk (scaling, row max, exp) run
 # on one thread each; with two independent chunks in the loop body XLA's thunk executor can
-# run one chunk's passes beside the other's. Tiny tuning step on the 2-core AVX2 EPYC: 4.6%
-# faster (in-process A/B, with 2-block chunks); ViT-B unchanged.
+# run one chunk's passes beside the other's.
 CHUNKS_PER_ITERATION = 2
 
 
@@ -47,8 +46,8 @@ def _chunk_layout(batch: int, heads: int, length: int) -> tuple[int, int]:
 def _to_chunks(x: jax.Array, shards: int, pairs: int) -> jax.Array:
     """(B, H, N, ...) -> (chunks, [shards,] pairs, N, ...), the loop axis first.
 
-    With one shard it is a plain reshape; a transpose, even of a size-1 axis, made XLA
-    copy the chunks (ViT-B shape: 86 -> 100 ms).
+    With one shard it is a plain reshape: a transpose, even of a size-1 axis, makes XLA
+    copy the chunks.
     """
     batch, heads = x.shape[:2]
     if shards == 1:
@@ -77,16 +76,16 @@ def _dot(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
 
 def _row_max(x: jax.Array) -> jax.Array:
     """max over the last axis, keepdims. The select reducer is what XLA's fast min/max would
-    emit; jnp.max's NaN-propagating compare cost 15% of the forward chunk. A NaN score still
-    reaches the output through exp."""
+    emit, cheaper than jnp.max's NaN-propagating compare; a NaN score still reaches the
+    output through exp."""
     return jax.lax.reduce(x, -jnp.inf, lambda a, b: jnp.where(a > b, a, b), (x.ndim - 1,))[
         ..., None
     ]
 
 
 def _forward_chunk(q, k, v):
-    # The scale multiplies Q (N x Dh), not the (N x N) scores: one pass fewer over the block
-    # (forward 10% faster at the tiny and ViT-B shapes). Exact where Dh = 64 (scale 1/8).
+    # The scale multiplies Q (N x Dh), not the (N x N) scores: one pass fewer over the block.
+    # Exact where Dh = 64 (scale 1/8).
     scores = _dot("...qd,...kd->...qk", q * q.shape[-1] ** -0.5, k)
     peak = _row_max(scores)
     unnormalised = jnp.exp(scores - peak).astype(v.dtype)
@@ -104,9 +103,8 @@ def _backward_chunk(q, k, v, out, log_sum_exp, d_out):
 
     In that frame dV = P^T dO and dK = dS^T Q are plain matrix products, which XLA:CPU
     hands to YNNPACK (bf16 included); written from P and dS they contract P's first
-    axis, which XLA ran as a float32 Eigen dot after converting P. With the forward's
-    changes above, ViT-B shape forward+backward: bf16 69 -> 54 ms, float32 66 -> 58 ms.
-    Only dQ = (dS^T)^T K stays transposed. The scale is applied to Q and dQ, as in the
+    axis, which XLA runs as a float32 Eigen dot after converting P. Only dQ = (dS^T)^T K
+    stays transposed. The scale is applied to Q and dQ, as in the
     forward pass, rather than to the (N x N) blocks.
     """
     scale = q.shape[-1] ** -0.5
@@ -126,8 +124,7 @@ def _attention_with_residuals(q, k, v):
     shards, pairs = _chunk_layout(batch, heads, length)
     chunks = [_to_chunks(x, shards, pairs) for x in (q, k, v)]
     # The chunks return float32 and are rounded after the loop: with the rounding inside,
-    # XLA:CPU rewrote the whole stacked output at every iteration (bf16 ViT-B shape
-    # forward+backward 56 -> 52 ms).
+    # XLA:CPU rewrites the whole stacked output at every iteration.
     out, log_sum_exp = _map_chunks(_forward_chunk, tuple(chunks))
     out = _from_chunks(out, shards, batch, heads).astype(v.dtype)
     return out, (q, k, v, out, _from_chunks(log_sum_exp, shards, batch, heads))
@@ -152,3 +149,14 @@ def _chunked_attention_backward(residuals, d_out):
 
 
 chunked_attention.defvjp(_attention_with_residuals, _chunked_attention_backward)
+
+
+def qkv_attention(qkv: jax.Array) -> jax.Array:
+    """(B, N, 3, H, Dh) fused projections laid out [q | k | v] -> (B, N, H, Dh) attention.
+
+    q, k and v come out of one transpose by a split rather than by indexing, so the backward
+    pass assembles d_qkv with one concatenation instead of adding three zero-padded copies.
+    """
+    heads_first = jnp.transpose(qkv, (2, 0, 3, 1, 4))  # (3, B, H, N, Dh)
+    q, k, v = (jnp.squeeze(x, 0) for x in jnp.split(heads_first, 3))
+    return jnp.swapaxes(chunked_attention(q, k, v), 1, 2)
