@@ -13,8 +13,8 @@ How a sound becomes embeddings (docs/hear.md says more):
   training. The fbank is cut into windows of the checkpoint's `target_length` frames (10.24 s
   for AudioSet models); a window that runs past the end is zero-padded in raw log-mel and then
   normalised, exactly as AudioMAE pads a short clip. Windows from all sounds are encoded in
-  fixed-size device batches (`batch_size`, the last batch zero-filled), so the jitted encoder
-  compiles once whatever the audio lengths.
+  device batches of `batch_size` windows (the tail in a zero-filled batch of the next power of
+  two), so the jitted encoder compiles for a handful of shapes whatever the audio lengths.
 - Scene: windows start every `target_length` frames (no overlap); the scene embedding is the
   mean of their pooled embeddings weighted by how many real (not padding) frames each holds.
   A sound of at most one window gets exactly the encoder's pooled embedding, i.e. what
@@ -166,19 +166,33 @@ def embed_waveforms(
     pending: collections.deque[_Sound] = collections.deque()
     queue: list[tuple[_Sound, int, int]] = []  # (sound, slot, first frame) of windows to encode
 
+    in_flight: list[tuple[list, Any]] = []  # a dispatched batch: its windows and outputs
+
     def run(count: int) -> None:
         jobs, queue[:] = queue[:count], queue[count:]
-        batch = np.zeros((model.batch_size, window, config.num_mel_bins), np.float32)
+        # Full batches while the stream lasts; the tail goes in the smallest power of two
+        # (capped at batch_size) that holds it, so one short sound does not pay for a whole
+        # batch and the encoder compiles only for batch sizes 1, 2, 4, ... and batch_size.
+        rows = min(model.batch_size, 1 << (count - 1).bit_length())
+        batch = np.zeros((rows, window, config.num_mel_bins), np.float32)
         for row, (sound, _, start) in enumerate(jobs):
             batch[row] = _window_features(sound.fbank, start, window, model.norm_stats)
-        pooled, columns = _encode(model.encoder, model.variables, batch, with_columns)
-        pooled = np.asarray(pooled)
-        columns = np.asarray(columns) if with_columns else None
-        for row, (sound, slot, _) in enumerate(jobs):
-            sound.pooled[slot] = pooled[row]
-            if with_columns:
-                sound.columns[slot] = columns[row]
-            sound.remaining -= 1
+        # JAX dispatches asynchronously: the previous batch is read back only now, so the
+        # device works on one batch while the host prepares the next.
+        outputs = _encode(model.encoder, model.variables, batch, with_columns)
+        collect()
+        in_flight.append((jobs, outputs))
+
+    def collect() -> None:
+        for jobs, (pooled, columns) in in_flight:
+            pooled = np.asarray(pooled)
+            columns = np.asarray(columns) if with_columns else None
+            for row, (sound, slot, _) in enumerate(jobs):
+                sound.pooled[slot] = pooled[row]
+                if with_columns:
+                    sound.columns[slot] = columns[row]
+                sound.remaining -= 1
+        in_flight.clear()
 
     def finished() -> Iterator[Any]:
         while pending and pending[0].remaining == 0:
@@ -201,6 +215,7 @@ def embed_waveforms(
             yield from finished()
     while queue:
         run(min(len(queue), model.batch_size))
+    collect()
     yield from finished()
 
 
