@@ -129,3 +129,28 @@ def write_speech_commands(root: str, noise_seconds: int = 10, words=SPC_WORDS) -
         999,
         samples=noise_seconds * RATE,
     )
+
+
+def write_audioset_as20k(
+    root: str, train_clips: int = 8, eval_clips: int = 2, seconds: float = 10.0
+) -> None:
+    """What the AS-20K config reads of an AudioSet folder: class_labels_indices.csv,
+    balanced_train.json and eval.json, over `seconds`-long wavs (AudioSet's clips are 10 s)
+    under audio/, each labelled with one to three of AUDIOSET_CLASSES."""
+    os.makedirs(root, exist_ok=True)
+    with open(os.path.join(root, "class_labels_indices.csv"), "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["index", "mid", "display_name"])
+        writer.writerows([index, mid, name] for index, (mid, name) in enumerate(AUDIOSET_CLASSES))
+    mids = [mid for mid, _ in AUDIOSET_CLASSES]
+    for number, (manifest, count) in enumerate(
+        (("balanced_train", train_clips), ("eval", eval_clips))
+    ):
+        items = []
+        for clip in range(count):
+            relative = f"audio/{manifest}/Y{clip:05d}.wav"
+            write_clip(os.path.join(root, relative), 1000 * number + clip, int(seconds * RATE))
+            labels = [mids[(clip + offset) % len(mids)] for offset in range(1 + clip % 3)]
+            items.append({"wav": relative, "labels": ",".join(labels)})
+        with open(os.path.join(root, f"{manifest}.json"), "w") as file:
+            json.dump({"data": items}, file)
