@@ -18,7 +18,7 @@ def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.mode = "tune"
     config.seed = 0
-    config.distributed = False  # True (or UAMIX_DISTRIBUTED=1) on multi-host slices
+    config.distributed = False  # True: jax.distributed finds the other hosts (docs/multihost.md)
     # An audiomae.save directory, e.g. written by weights_conversion from pretrained.pth.
     config.init_checkpoint = "checkpoints/audiomae_as2m"
     # Used only without init_checkpoint (random init); the checkpoint's own shape wins.
@@ -72,5 +72,4 @@ def get_config() -> ml_collections.ConfigDict:
         dict(every_steps=200, max_to_keep=3, asynchronous=True)
     )
     config.log_every = 10
-    config.fewshot = None  # demo only: few-shot accuracy before/after tuning
     return config

@@ -93,21 +93,25 @@ def finetune_recipe(
     config.mode = "finetune"
     config.init_checkpoint = ""  # an audiomae.save directory (pretrained or uaMix-tuned encoder)
     # Used only without init_checkpoint (tests, smoke runs): a preset and field overrides.
-    config.model = ml_collections.ConfigDict(dict(preset="base", overrides={}))
+    config.model = ml_collections.ConfigDict(
+        dict(preset="base", overrides={}, drop_path_rate=0.1)
+    )
     config.data, config.train_split, config.test_split = dataset(key)
     config.data.batch_size = batch_size
     config.num_classes = 0  # 0 = the data set's class count
     config.cross_validation_folds = cross_validation_folds
     config.loss, config.metric, config.label_smoothing = loss, metric, label_smoothing
-    config.drop_path_rate = 0.1
     freq_mask, time_mask = augment.SPECAUGMENT_SIZES[specaugment]
     config.specaug = ml_collections.ConfigDict(dict(freq_mask=freq_mask, time_mask=time_mask))
     config.mask_t_prob, config.mask_f_prob = mask_t_prob, mask_f_prob
-    config.epochs = epochs
-    config.steps_per_epoch = 0  # 0 = train-split clips // batch_size
+    # steps_per_epoch 0 = train-split clips // batch_size
+    config.schedule = ml_collections.ConfigDict(dict(num_epochs=epochs, steps_per_epoch=0))
     config.eval_every_epochs = 1
-    config.log_every_steps = 50
-    config.checkpoint_every_steps = 1000  # resumable: a rerun continues from workdir/checkpoints
+    config.log_every = 50
+    # Resumable: a rerun continues from workdir/checkpoints.
+    config.checkpoint = ml_collections.ConfigDict(
+        dict(every_steps=1000, max_to_keep=1, asynchronous=True)
+    )
     config.seed = 0
     config.optim = ml_collections.ConfigDict(
         dict(

@@ -26,5 +26,5 @@ def get_config():
     config.model.preset = "tiny"
     config.model.overrides = ml_collections.ConfigDict(dict(embed_dim=64, depth=2, num_heads=2))
     config.optim.base_lr = 5e-2  # a random-init encoder needs a larger step than ViT-B
-    config.log_every_steps = 5
+    config.log_every = 5
     return config

@@ -21,7 +21,7 @@ def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.mode = "pretrain"
     config.seed = 0
-    config.distributed = False  # True (or UAMIX_DISTRIBUTED=1) on multi-host slices
+    config.distributed = False  # True: jax.distributed finds the other hosts (docs/multihost.md)
     # A mae.save directory to continue pretraining (its shape wins over config.model), e.g.
     # AudioMAE's pretrained.pth converted with --with_decoder; '' = a fresh MAE.
     config.init_checkpoint = ""
@@ -30,6 +30,7 @@ def get_config() -> ml_collections.ConfigDict:
             preset="base",
             overrides=ml_collections.ConfigDict(),
             dtype="float32",
+            drop_path_rate=0.0,
             decoder_embed_dim=512,
             decoder_depth=16,
             decoder_num_heads=16,

@@ -13,6 +13,7 @@ from configs import finetune_esc50
 from configs.eval_common import finetune_recipe
 from uamix_jax.data import pipeline
 from uamix_jax.evaluation import finetune
+from uamix_jax.jobs import finetune as finetune_job
 from uamix_jax.models import audiomae
 from weights_conversion import convert_audiomae
 
@@ -77,11 +78,11 @@ def test_tiny_finetune_runs_and_its_checkpoint_reloads(tmp_path):
     config.data.synthetic.update(num_classes=4, clips_per_class=8, seconds=1.0)
     config.data.mixup_prob = 0.5  # soft labels through the same loss
     config.init_checkpoint = str(tmp_path / "pretrained")
-    config.steps_per_epoch, config.log_every_steps, config.checkpoint_every_steps = 2, 1, 2
+    config.schedule.steps_per_epoch, config.log_every, config.checkpoint.every_steps = 2, 1, 2
     workdir = str(tmp_path / "run")
-    results = finetune.run(config, workdir)
+    results = finetune_job.run(config, workdir)
     # A rerun resumes from the last checkpoint (the end): nothing to train, same evaluation.
-    assert finetune.run(config, workdir) == pytest.approx(results, rel=1e-6)
+    assert finetune_job.run(config, workdir) == pytest.approx(results, rel=1e-6)
 
     rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
     assert [row["step"] for row in rows] == [1, 2, 3, 4]
@@ -125,9 +126,8 @@ def test_cross_validation_trains_each_fold_and_averages(tmp_path, monkeypatch):
         calls.append((os.path.basename(workdir), train_split, test_split))
         return {"eval/loss": 1.0, "eval/accuracy": 0.5 + 0.1 * len(calls)}
 
-    monkeypatch.setattr(finetune, "train_and_evaluate", fake_run)
-    monkeypatch.setattr(finetune.sources, "prepare", lambda data_config: None)
-    results = finetune.run(finetune_esc50.get_config(), str(tmp_path))
+    monkeypatch.setattr(finetune_job, "train_and_evaluate", fake_run)
+    results = finetune_job.run(finetune_esc50.get_config(), str(tmp_path))
     assert [call[0] for call in calls] == [f"fold{i}" for i in range(1, 6)]
     assert calls[2][1:] == ("fold1+fold2+fold4+fold5", "fold3")
     accuracies = [0.6, 0.7, 0.8, 0.9, 1.0]

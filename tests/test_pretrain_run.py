@@ -4,27 +4,13 @@ import json
 import os
 
 import jax
-import ml_collections
 import numpy as np
 import pytest
+from jobs_testing import tiny_pretrain_config as tiny_config
 
 from configs import demo, pretrain_demo
 from uamix_jax.models import audiomae, mae
-from uamix_jax.pretraining import run as pretrain_run
-
-
-def tiny_config() -> ml_collections.ConfigDict:
-    """1-block 32-wide encoder on 12 one-second clips: 2 steps an epoch on 2 devices."""
-    config = pretrain_demo.get_config()
-    config.model.overrides = ml_collections.ConfigDict(dict(embed_dim=32, depth=1, num_heads=2))
-    config.model.update(dict(decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2))
-    config.data.update(dict(split="train", classes=(), target_length=96, batch_size=6))
-    config.data.synthetic.update(dict(num_classes=3, clips_per_class=4, seconds=1.0))
-    config.schedule.num_epochs = 2
-    config.checkpoint.update(dict(every_steps=2, asynchronous=False))
-    config.log_every = 1
-    config.num_reconstructions = 2
-    return config
+from uamix_jax.jobs import pretrain as pretrain_run
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +66,7 @@ def test_bad_masking_kind_is_named_before_any_work(tmp_path):
 
 def test_demo_pretraining_fits_the_demo_encoder_and_data():
     """configs/pretrain_demo.py pretrains exactly the encoder configs/demo.py tunes, on its data."""
-    tuning, pretraining = demo.get_config(), pretrain_demo.get_config()
+    tuning, pretraining = demo.tune_config(), pretrain_demo.get_config()
     assert (pretraining.model.preset, pretraining.model.overrides) == (
         tuning.model.preset,
         tuning.model.overrides,

@@ -9,7 +9,7 @@ from uamix_jax import audio
 from uamix_jax.data import synthetic
 from uamix_jax.models import audiomae, mae
 from uamix_jax.pretraining import train_step
-from uamix_jax.training import optim
+from uamix_jax.training import optim, runner
 
 TARGET_LENGTH = 96  # 1 s clips give 98 frames; 6 x 8 patches
 
@@ -67,8 +67,10 @@ def test_reconstruction_loss_falls_on_synthetic_data(fbanks):
         head_pattern=r"decoder/.*",
     )
     variables = train_step.init_variables(model, config.masking, jax.random.PRNGKey(0))
-    state = train_step.create_state(variables, tx, jax.random.PRNGKey(1))
-    step_fn = jax.jit(train_step.make_train_step(model, tx, config))
+    state = runner.create_state(
+        variables["params"], variables["constants"], tx, jax.random.PRNGKey(1)
+    )
+    step_fn = jax.jit(runner.make_step(train_step.make_loss(model, config), tx))
     batch = {"fbank": fbanks}
     losses = []
     for _ in range(steps):

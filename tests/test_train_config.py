@@ -1,9 +1,10 @@
 """Config validation: each bad field is reported by name before any work starts."""
 
 import pytest
-from tune_testing import tiny_config
+from jobs_testing import tiny_config
 
-from uamix_jax.training import tune, validation
+from uamix_jax.jobs import tune
+from uamix_jax.training import validation
 
 DEPTH = 2
 

@@ -3,9 +3,10 @@
 import jax
 import numpy as np
 import pytest
-from tune_testing import tiny_config
+from jobs_testing import tiny_config
 
-from uamix_jax.training import optim, sharding, train_state, train_step, tune
+from uamix_jax.jobs import tune
+from uamix_jax.training import optim, runner, sharding, train_step
 
 TRAINABLE_BLOCKS = 1  # of the tiny encoder's 2: blocks_1 trains, blocks_0 is frozen
 
@@ -31,7 +32,7 @@ def run_steps(devices, steps=2):
     # proportional to gradients, so comparing devices measures the data-parallel arithmetic.
     config.optim.update(dict(eps=1e3, base_lr=1e2))
     encoder, variables = tune.build_encoder(config, jax.random.PRNGKey(0))
-    head = train_state.make_head(config.method, "float32")
+    head = train_step.make_head(config.method, "float32")
     tx = optim.make_optimizer(
         config.optim,
         depth=2,
@@ -40,14 +41,14 @@ def run_steps(devices, steps=2):
         total_steps=10,
     )
     mesh = sharding.make_mesh(devices)
-    state = train_state.create(config, variables, head, 32, tx, jax.random.PRNGKey(1))
+    state = train_step.create_state(config.method, variables, head, 32, tx, jax.random.PRNGKey(1))
     initial = jax.device_get(state.params)
     state = sharding.replicate(state, mesh)
-    step = train_step.jit_step(
-        train_step.make_train_step(
-            encoder, head, tx, config.method, config.data.augment, TRAINABLE_BLOCKS
-        ),
-        mesh,
+    loss = train_step.make_loss(
+        encoder, head, config.method, config.data.augment, TRAINABLE_BLOCKS
+    )
+    step = runner.jit_step(
+        runner.make_step(loss, tx, train_step.make_finish(config.method)), mesh
     )
     losses = []
     for batch in random_batches(config, steps):
@@ -97,7 +98,8 @@ def test_optimizer_state_only_for_trainable_leaves(two_device_run):
 def test_queue_and_step_advance(two_device_run):
     _, state, _ = two_device_run
     assert int(state.step) == 2
-    assert (state.queue.ids[:16] >= 0).all() and int(state.queue.ptr) == 0
+    queue = state.extras["queue"]
+    assert (queue.ids[:16] >= 0).all() and int(queue.ptr) == 0
 
 
 def test_one_and_two_devices_agree(two_device_run):

@@ -6,17 +6,18 @@ because its learning rate was too small for a 150-step run.
 
 import jax
 import numpy as np
-from tune_testing import tiny_config
+from jobs_testing import tiny_config
 
 from uamix_jax.data import pipeline, sources
-from uamix_jax.training import optim, train_state, train_step, tune
+from uamix_jax.jobs import tune
+from uamix_jax.training import optim, runner, train_step
 
 STEPS = 30
 
 
 def _losses(config, trainable_blocks):
     encoder, variables = tune.build_encoder(config, jax.random.PRNGKey(0))
-    head = train_state.make_head(config.method, "float32")
+    head = train_step.make_head(config.method, "float32")
     depth = encoder.config.depth
     tx = optim.make_optimizer(
         config.optim,
@@ -25,14 +26,13 @@ def _losses(config, trainable_blocks):
         global_batch=config.data.batch_size,
         total_steps=STEPS,
     )
-    state = train_state.create(
-        config, variables, head, encoder.config.embed_dim, tx, jax.random.PRNGKey(1)
+    state = train_step.create_state(
+        config.method, variables, head, encoder.config.embed_dim, tx, jax.random.PRNGKey(1)
     )
-    step = jax.jit(
-        train_step.make_train_step(
-            encoder, head, tx, config.method, config.data.augment, trainable_blocks
-        )
+    loss = train_step.make_loss(
+        encoder, head, config.method, config.data.augment, trainable_blocks
     )
+    step = jax.jit(runner.make_step(loss, tx, train_step.make_finish(config.method)))
     batch = next(pipeline.make_iterator(config.data, train=True, seed=0, shard=(0, 1)))
     losses = []
     for _ in range(STEPS):
@@ -47,5 +47,5 @@ def test_loss_falls_on_a_fixed_batch_with_the_demo_learning_rate(tmp_path):
     sources.prepare(config.data)
     losses = _losses(config, trainable_blocks=2)
     # Views are re-augmented every step, so the loss is noisy: compare 5-step means. With the
-    # demo's former lr (10x smaller) the two means differ by less than 0.2.
+    # lr 10x smaller the two means differ by less than 0.2.
     assert losses[-5:].mean() < losses[:5].mean() - 0.4, losses

@@ -55,6 +55,39 @@ def default_config() -> ml_collections.ConfigDict:
     return config
 
 
+class HostRowsSampler:
+    """One host's rows of every global batch of one endless, shuffled order of the records.
+
+    Every host walks the same global order (epochs reshuffled from ``seed``); host ``h`` of
+    ``H`` takes rows ``[h * B / H, (h + 1) * B / H)`` of each global batch of ``B``, and each
+    record's random draws come from its global position. So the global batch of a step, and
+    its augmentations, do not depend on how many hosts read it.
+    """
+
+    def __init__(self, num_records: int, global_batch: int, shard: tuple[int, int], seed: int):
+        self._order = grain.IndexSampler(
+            num_records=num_records, shuffle=True, num_epochs=None, seed=seed
+        )
+        self._host, self._hosts = shard
+        self._global_batch, self._rows = global_batch, global_batch // self._hosts
+        self._description = (
+            f"HostRowsSampler(num_records={num_records}, global_batch={global_batch}, "
+            f"shard={tuple(shard)}, seed={seed})"
+        )
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def __repr__(self) -> str:
+        return self._description
+
+    def __getitem__(self, index: int) -> grain.RecordMetadata:
+        batch, row = divmod(index, self._rows)
+        position = batch * self._global_batch + self._host * self._rows + row
+        record = self._order[position]
+        return grain.RecordMetadata(index=index, record_key=record.record_key, rng=record.rng)
+
+
 def make_iterator(
     data_config: ml_collections.ConfigDict,
     *,
@@ -72,7 +105,8 @@ def make_iterator(
     batch kept. shard = (index, count), default (jax.process_index(), jax.process_count()).
     `split` overrides data_config.split.
     """
-    shard_index, shard_count = shard or (jax.process_index(), jax.process_count())
+    shard = shard or (jax.process_index(), jax.process_count())
+    shard_index, shard_count = shard
     if data_config.batch_size % shard_count:
         raise ValueError(
             f"data.batch_size {data_config.batch_size} is not divisible by the {shard_count} hosts"
@@ -109,13 +143,13 @@ def make_iterator(
         ),
         grain.Batch(data_config.batch_size // shard_count, drop_remainder=train),
     ]
-    sampler = grain.IndexSampler(
-        num_records=len(source),
-        shuffle=train,
-        num_epochs=None if train else 1,
-        seed=data_config.shuffle_seed if seed is None else seed,
-        shard_options=grain.ShardOptions(shard_index, shard_count, drop_remainder=train),
-    )
+    seed = data_config.shuffle_seed if seed is None else seed
+    if train:
+        sampler = HostRowsSampler(len(source), data_config.batch_size, shard, seed)
+        shard_options = grain.NoSharding()
+    else:
+        sampler = grain.IndexSampler(num_records=len(source), shuffle=False, num_epochs=1)
+        shard_options = grain.ShardOptions(shard_index, shard_count, drop_remainder=False)
     if data_config.num_workers and not flags.FLAGS.is_parsed():
         # grain's worker processes read its absl flags; a program that never parsed flags
         # (not started by absl.app: tests, notebooks) gets their defaults.
@@ -123,6 +157,7 @@ def make_iterator(
     loader = grain.DataLoader(
         data_source=source,
         sampler=sampler,
+        shard_options=shard_options,
         operations=operations,
         worker_count=data_config.num_workers,
         worker_buffer_size=data_config.prefetch,

@@ -1,39 +1,20 @@
-"""One MAE pretraining step: mask, encode the visible tokens, decode, masked MSE, AdamW."""
+"""The MAE pretraining loss for `runner.make_step`: mask, encode the visible tokens, decode,
+masked MSE."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
-import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
-import optax
 
-from uamix_jax.models import mae
-from uamix_jax.pretraining import masking, objective
+from uamix_jax.models import mae, masking
+from uamix_jax.pretraining import objective
+from uamix_jax.training import runner
 
 PyTree = Any
 MASKINGS = ("random", "time_freq")
-
-
-@flax.struct.dataclass
-class PretrainState:
-    """Everything a pretraining run carries from step to step; checkpointed whole.
-
-    ``params`` = ``{'encoder', 'decoder'}``; ``constants`` holds both fixed positional
-    embeddings, which no optimiser sees.
-    """
-
-    step: jax.Array
-    params: PyTree
-    constants: PyTree
-    opt_state: optax.OptState
-    rng: jax.Array
-
-
-Batch = dict[str, jax.Array]
-StepFn = Callable[[PretrainState, Batch], tuple[PretrainState, dict[str, jax.Array]]]
 
 
 def sample_masking(
@@ -61,19 +42,6 @@ def init_variables(
     return model.init({"params": init_rng}, fbank, m.ids_keep, m.ids_restore)
 
 
-def create_state(
-    variables: PyTree, tx: optax.GradientTransformation, rng: jax.Array
-) -> PretrainState:
-    """Step 0 around given MAE variables."""
-    return PretrainState(
-        step=jnp.zeros((), jnp.int32),
-        params=variables["params"],
-        constants=variables["constants"],
-        opt_state=tx.init(variables["params"]),
-        rng=rng,
-    )
-
-
 def reconstruction_loss(
     model: mae.MaskedAutoencoder,
     variables: PyTree,
@@ -89,44 +57,27 @@ def reconstruction_loss(
     return objective.masked_mse(pred, target, mask.mask), pred
 
 
-def make_train_step(
-    model: mae.MaskedAutoencoder,
-    tx: optax.GradientTransformation,
-    config: ml_collections.ConfigDict,
-) -> StepFn:
-    """The (unjitted) step ``(state, batch) -> (state, metrics)``; batch['fbank'] (B, T, F).
+def make_loss(model: mae.MaskedAutoencoder, config: ml_collections.ConfigDict) -> runner.LossFn:
+    """The MAE loss ``(params, state, batch, rngs) -> (loss, (metrics, aux))``;
+    batch['fbank'] (B, T, F).
 
     Under jit on a globally sharded batch the masking, the loss and the gradient are those
     of the global batch. ``config`` is the run config (fields masking, norm_pix_loss).
     """
     grid = model.config.encoder.grid
 
-    def train_step(state: PretrainState, batch: Batch):
-        rng, mask_rng, dropout_rng, drop_path_rng = jax.random.split(state.rng, 4)
+    def loss_fn(params: PyTree, state: runner.TrainState, batch: dict, rngs: dict):
         fbank = batch["fbank"]
-        mask = sample_masking(config.masking, mask_rng, fbank.shape[0], grid)
-
-        def loss_fn(params):
-            variables = {"params": params, "constants": state.constants}
-            loss, _ = reconstruction_loss(
-                model,
-                variables,
-                fbank,
-                mask,
-                config.norm_pix_loss,
-                train=True,
-                rngs={"dropout": dropout_rng, "drop_path": drop_path_rng},
-            )
-            return loss
-
-        loss, grads = jax.value_and_grad(loss_fn)(state.params)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        new_state = state.replace(
-            step=state.step + 1,
-            params=optax.apply_updates(state.params, updates),
-            opt_state=opt_state,
-            rng=rng,
+        mask = sample_masking(config.masking, rngs["masking"], fbank.shape[0], grid)
+        loss, _ = reconstruction_loss(
+            model,
+            {"params": params, "constants": state.constants},
+            fbank,
+            mask,
+            config.norm_pix_loss,
+            train=True,
+            rngs={"dropout": rngs["dropout"], "drop_path": rngs["drop_path"]},
         )
-        return new_state, {"loss": loss, "grad_norm": optax.global_norm(grads)}
+        return loss, ({}, None)
 
-    return train_step
+    return loss_fn

@@ -15,6 +15,12 @@ import tqdm
 from tensorboardX import SummaryWriter
 
 
+def announce(message: str) -> None:
+    """Prints one line on process 0 (above any progress bar)."""
+    if jax.process_index() == 0:
+        tqdm.tqdm.write(message)
+
+
 class Monitor:
     """Reports step metrics to a progress line, TensorBoard and ``workdir/metrics.jsonl``."""
 
@@ -60,26 +66,15 @@ class Monitor:
         )
         self._bar.update(step - self._bar.n)
 
-    def stage(self, step: int, stage: int, trainable_blocks: int, trainable_params: int) -> None:
-        """Announces a progressive stage and its trainable-parameter count."""
-        message = (
-            f"step {step}: stage {stage}, top {trainable_blocks} encoder blocks trainable, "
-            f"{trainable_params:,} trainable parameters"
-        )
-        if self._active:
-            self._bar.write(message)
-            self._writer.add_scalar("trainable_params", trainable_params, step)
-            self._jsonl.write(
-                json.dumps(
-                    {
-                        "step": step,
-                        "stage": stage,
-                        "trainable_blocks": trainable_blocks,
-                        "trainable_params": trainable_params,
-                    }
-                )
-                + "\n"
-            )
+    def stage(self, step: int, stage: int, fields: Mapping[str, int]) -> None:
+        """Announces a new stage at ``step`` with its ``fields`` (e.g. trainable blocks)."""
+        if not self._active:
+            return
+        described = ", ".join(f"{key.replace('_', ' ')} {value:,}" for key, value in fields.items())
+        self._bar.write(f"step {step}: stage {stage}" + (f", {described}" if described else ""))
+        for key, value in fields.items():
+            self._writer.add_scalar(key, value, step)
+        self._jsonl.write(json.dumps({"step": step, "stage": stage, **fields}) + "\n")
 
     def close(self) -> None:
         if self._active:

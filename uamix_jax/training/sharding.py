@@ -7,7 +7,6 @@ BatchNorm statistics and the queue all see the whole global batch.
 
 from __future__ import annotations
 
-import os
 from typing import Any, Sequence
 
 import jax
@@ -16,17 +15,6 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 DATA_AXIS = "data"
-
-
-def maybe_initialize_distributed(enabled: bool) -> None:
-    """Starts ``jax.distributed`` on multi-host runs (TPU pod slices, multi-node GPU).
-
-    On TPU VMs and under SLURM/Open MPI the coordinator is discovered from the
-    environment; elsewhere set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and
-    JAX_PROCESS_ID. Enabled by ``config.distributed`` or UAMIX_DISTRIBUTED=1.
-    """
-    if enabled or os.environ.get("UAMIX_DISTRIBUTED") == "1":
-        jax.distributed.initialize()
 
 
 def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:

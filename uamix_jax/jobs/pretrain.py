@@ -1,10 +1,8 @@
-"""The MAE pretraining job: ``python main.py --config=configs/pretrain_*.py --workdir=DIR``.
+"""Mode 'pretrain': AudioMAE's masked-autoencoder pretraining, resumable from ``workdir``.
 
-Shares the tuning job's machinery: the data-parallel mesh (global-batch semantics), the
-optimiser builder, orbax checkpoints of state + data-iterator state (resume by re-running
-the same command), and the progress bar / TensorBoard / metrics.jsonl monitor. At the end
-it writes ``workdir/mae`` (``mae.save``; ``workdir/mae/encoder`` is an ``audiomae.save``
-checkpoint the tuning job takes as ``init_checkpoint``) and ``workdir/reconstructions.png``.
+At the end it writes ``workdir/mae`` (``mae.save``; ``workdir/mae/encoder`` is an
+``audiomae.save`` checkpoint the tuning job takes as ``init_checkpoint``) and
+``workdir/reconstructions.png``.
 """
 
 from __future__ import annotations
@@ -16,17 +14,14 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import logging
 
 from uamix_jax.data import pipeline
 from uamix_jax.models import audiomae, mae
 from uamix_jax.pretraining import train_step as pretrain_step
 from uamix_jax.pretraining.visualize import save_reconstructions
-from uamix_jax.training import checkpoint, loop, monitor, optim, sharding, tune
-from uamix_jax.training.train_step import jit_step
+from uamix_jax.training import optim, runner, sharding
 
 MAE_DIR = "mae"
-PRETRAIN_DIR = "pretrain"  # inside a tuning workdir, see pretrain_for_tuning
 RECONSTRUCTIONS_FILE = "reconstructions.png"
 # Everything but the decoder is handled by optim's encoder rules; the decoder trains whole.
 DECODER_PATTERN = r"decoder/.*"
@@ -40,6 +35,7 @@ def model_config(config: ml_collections.ConfigDict) -> mae.MAEConfig:
         model.preset,
         target_length=config.data.target_length,
         dtype=model.dtype,
+        drop_path_rate=model.drop_path_rate,
         **model.overrides.to_dict(),
     )
     return mae.MAEConfig(
@@ -66,8 +62,8 @@ def starting_point(config: ml_collections.ConfigDict) -> tuple[mae.MaskedAutoenc
         return model, variables
     model = mae.MaskedAutoencoder(model_config(config))
     init_rng = jax.random.split(jax.random.PRNGKey(config.seed))[0]
-    return model, jax.jit(lambda r: pretrain_step.init_variables(model, config.masking, r))(
-        init_rng
+    return model, jax.device_get(
+        jax.jit(lambda r: pretrain_step.init_variables(model, config.masking, r))(init_rng)
     )
 
 
@@ -92,20 +88,6 @@ def validate_config(config: ml_collections.ConfigDict, device_count: int | None 
         raise ValueError(
             "config.checkpoint.every_steps and config.checkpoint.max_to_keep must be positive"
         )
-
-
-def _make_optimizer(
-    config: ml_collections.ConfigDict, model: mae.MaskedAutoencoder, total_steps: int
-):
-    """AdamW over encoder and decoder (pretraining has no layer decay: layer_decay=1)."""
-    return optim.make_optimizer(
-        config.optim,
-        depth=model.config.encoder.depth,
-        trainable_blocks=None,
-        global_batch=config.data.batch_size,
-        total_steps=total_steps,
-        head_pattern=DECODER_PATTERN,
-    )
 
 
 def _write_reconstructions(
@@ -140,86 +122,58 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     Returns ``{'step', 'loss', 'mae_dir', 'encoder_dir'}``; ``encoder_dir`` is the
     pretrained encoder as an ``audiomae.save`` checkpoint.
     """
-    sharding.maybe_initialize_distributed(config.distributed)
-    return _pretrain(config, workdir)
-
-
-def _pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-    """`run` once the processes are connected."""
-    config = tune.resolve_paths(config, workdir)
+    config = runner.resolve_paths(config, workdir)
     validate_config(config)
     os.makedirs(workdir, exist_ok=True)
-    data_config = config.data
-    total_steps = loop.prepare_steps_per_epoch(data_config) * config.schedule.num_epochs
-
+    batch = config.data.batch_size
+    total_steps = config.schedule.num_epochs * runner.steps_per_epoch(
+        runner.prepare_data(config.data), batch, config.data.split
+    )
     mesh = sharding.make_mesh()
     model, variables = starting_point(config)
     state_rng = jax.random.split(jax.random.PRNGKey(config.seed))[1]
-    tx = _make_optimizer(config, model, total_steps)
-    state = sharding.replicate(pretrain_step.create_state(variables, tx, state_rng), mesh)
+    # AdamW over encoder and decoder (pretraining has no layer decay: layer_decay=1).
+    tx = optim.make_optimizer(
+        config.optim,
+        depth=model.config.encoder.depth,
+        trainable_blocks=None,
+        global_batch=batch,
+        total_steps=total_steps,
+        head_pattern=DECODER_PATTERN,
+    )
+    task = runner.Task(
+        total_steps=total_steps,
+        global_batch=batch,
+        batch_keys=("fbank",),
+        init_state=lambda stage: runner.create_state(
+            variables["params"], variables["constants"], tx, state_rng
+        ),
+        compile_step=lambda stage: runner.jit_step(
+            runner.make_step(pretrain_step.make_loss(model, config), tx), mesh
+        ),
+        learning_rate=optim.learning_rate_schedule(config.optim, batch, total_steps),
+        loss_name="MAE loss",
+        advice="Lower config.optim.base_lr or set config.optim.grad_clip.",
+    )
     iterator = pipeline.make_iterator(
-        data_config, train=True, seed=config.seed, shard=(jax.process_index(), jax.process_count())
+        config.data, train=True, seed=config.seed, shard=(jax.process_index(), jax.process_count())
     )
-    manager = loop.make_manager(workdir, config.checkpoint)
-    step = manager.latest_step() or 0
-    if step:
-        logging.info("resuming from %s at step %d", manager.directory, step)
-        state = checkpoint.restore(manager, state, iterator)
-    logging.info(
-        "MAE pretraining: %s parameters, %d steps of %d clips",
-        f"{sum(x.size for x in jax.tree.leaves(state.params)):,}",
-        total_steps,
-        config.data.batch_size,
-    )
-
-    step_fn = jit_step(pretrain_step.make_train_step(model, tx, config), mesh)
-    log = monitor.Monitor(workdir, total_steps, config.data.batch_size, step)
-    metrics, fbank = {}, None
-    with loop.closing(manager, log):
-        while step < total_steps:
-            fbank = next(iterator)["fbank"]
-            state, metrics = step_fn(state, sharding.global_batch({"fbank": fbank}, mesh))
-            metrics = jax.device_get(metrics)
-            step += 1
-            loop.end_step(
-                step,
-                total_steps,
-                metrics,
-                state=state,
-                iterator=iterator,
-                manager=manager,
-                log=log,
-                log_every=config.log_every,
-                loss_name="MAE loss",
-                advice="Lower config.optim.base_lr or set config.optim.grad_clip.",
-            )
+    state, record = runner.train(task, config, workdir, mesh, iterator)
 
     mae_dir = os.path.join(workdir, MAE_DIR)
-    if jax.process_index() == 0:
-        variables = jax.device_get({"params": state.params, "constants": state.constants})
-        mae.save(mae_dir, model.config, variables, overwrite=True)
-        if fbank is None:  # resumed a finished run: draw from a fresh batch
-            fbank = next(iterator)["fbank"]
+    trained = jax.device_get({"params": state.params, "constants": state.constants})
+    fbank = np.asarray(next(iterator)["fbank"])  # a batch no step used: the picture's clips
+
+    def export():
+        mae.save(mae_dir, model.config, trained, overwrite=True)
         _write_reconstructions(
-            os.path.join(workdir, RECONSTRUCTIONS_FILE), model, variables, config, np.asarray(fbank)
+            os.path.join(workdir, RECONSTRUCTIONS_FILE), model, trained, config, fbank
         )
-    sharding.sync_hosts("MAE exported")
+
+    runner.on_host_0("MAE exported", export)
     return {
-        "step": step,
-        "loss": float(metrics["loss"]) if metrics else None,
+        "step": total_steps,
+        "loss": record.get("loss"),
         "mae_dir": mae_dir,
         "encoder_dir": os.path.join(mae_dir, mae.ENCODER_DIR),
     }
-
-
-def pretrain_for_tuning(config: ml_collections.ConfigDict, workdir: str) -> str:
-    """Runs ``config.pretrain`` in ``workdir/pretrain`` and returns its encoder checkpoint.
-
-    For a tuning config that starts from an MAE pretrained on the spot (the demo): a
-    finished earlier run there is reused, an interrupted one resumed. The data set is
-    read from the tuning job's data directory, so it is built once.
-    """
-    pretrain = config.pretrain.copy_and_resolve_references()
-    pretrain.data.data_dir = config.data.data_dir
-    # The tuning job has already connected the processes of a multi-host run.
-    return _pretrain(pretrain, os.path.join(workdir, PRETRAIN_DIR))["encoder_dir"]

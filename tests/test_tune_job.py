@@ -1,4 +1,4 @@
-"""End to end: the demo config (made tiny) through tune.run, and a SIGKILLed main.py resumed."""
+"""The tuning job end to end (tiny), and a SIGKILLed main.py resumed across a stage change."""
 
 import json
 import os
@@ -8,14 +8,13 @@ import sys
 import time
 
 import jax
-import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from tune_testing import tiny_config
+from jobs_testing import tiny_config
 
 from uamix_jax.models import audiomae
-from uamix_jax.training import fewshot_report, tune
+from uamix_jax.jobs import tune
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOTAL_STEPS = 6  # 24 clips / batch 8 = 3 steps an epoch, 2 epochs
@@ -25,11 +24,7 @@ TOTAL_STEPS = 6  # 24 clips / batch 8 = 3 steps an epoch, 2 epochs
 def reference(tmp_path_factory):
     """An uninterrupted run; its data set is built into its workdir, as the demo does."""
     workdir = str(tmp_path_factory.mktemp("reference"))
-    config = tiny_config()
-    config.fewshot = ml_collections.ConfigDict(
-        dict(split="train", n_way=4, k_shot=1, n_query=1, episodes=10, seed=0)
-    )
-    return workdir, tune.run(config, workdir)
+    return workdir, tune.run(tiny_config(), workdir)
 
 
 def final_state(workdir):
@@ -42,9 +37,6 @@ def final_state(workdir):
 def test_demo_runs_end_to_end_with_all_outputs(reference):
     workdir, result = reference
     assert result["step"] == TOTAL_STEPS and np.isfinite(result["loss"])
-    for when in ("random init", "uaMix-MAE"):
-        for classifier in ("prototype", "logreg"):
-            assert 0.0 <= result["fewshot"][when][classifier]["mean"] <= 1.0
     records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
     stages = [r for r in records if "stage" in r]
     assert [(r["step"], r["trainable_blocks"]) for r in stages] == [(0, 0), (3, 2)]
@@ -52,8 +44,6 @@ def test_demo_runs_end_to_end_with_all_outputs(reference):
     steps = [r for r in records if "loss" in r]
     assert [r["step"] for r in steps] == list(range(1, TOTAL_STEPS + 1))
     assert all(0.0 <= r["nn_accuracy"] <= 1.0 and r["clips_per_s"] > 0 for r in steps)
-    for written in (fewshot_report.RESULTS_FILE, fewshot_report.TSNE_FILE):
-        assert os.path.getsize(os.path.join(workdir, written)) > 0
     assert any(
         name.startswith("events.out.tfevents")
         for name in os.listdir(os.path.join(workdir, "tensorboard"))
@@ -78,7 +68,7 @@ def test_sigkilled_run_resumes_to_identical_state(reference, tmp_path):
     command = [
         sys.executable,
         "main.py",
-        f"--config=tests/tune_testing.py:{os.path.join(reference_dir, 'data')}",
+        f"--config=tests/jobs_testing.py:tune,{os.path.join(reference_dir, 'data')}",
         f"--workdir={workdir}",
         "--config.checkpoint.every_steps=3",
     ]
@@ -92,7 +82,7 @@ def test_sigkilled_run_resumes_to_identical_state(reference, tmp_path):
         command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     checkpoints = os.path.join(workdir, "checkpoints")
-    deadline = time.time() + 120
+    deadline = time.time() + 600
     while time.time() < deadline and process.poll() is None:
         if os.path.isdir(os.path.join(checkpoints, "3")):
             break
