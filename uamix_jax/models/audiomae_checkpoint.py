@@ -28,6 +28,17 @@ CONFIG_FILE = "config.json"
 VARIABLES_DIR = "variables"
 
 
+def local_checkpointer() -> ocp.StandardCheckpointer:
+    """An orbax checkpointer of this process alone: an exported model is written by one
+    process and read by any, never waiting for the other processes of a multi-host run."""
+    index = jax.process_index()
+    return ocp.StandardCheckpointer(
+        multiprocessing_options=ocp.options.MultiprocessingOptions(
+            primary_host=index, active_processes={index}
+        )
+    )
+
+
 def save(
     directory: str | os.PathLike, config: AudioMAEConfig, variables: Any, overwrite: bool = False
 ) -> None:
@@ -40,7 +51,7 @@ def save(
     staging = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.", dir=parent)
     try:
         host_variables = jax.tree_util.tree_map(np.asarray, variables)
-        checkpointer = ocp.StandardCheckpointer()
+        checkpointer = local_checkpointer()
         checkpointer.save(os.path.join(staging, VARIABLES_DIR), host_variables)
         checkpointer.wait_until_finished()
         with open(os.path.join(staging, CONFIG_FILE), "w") as f:
@@ -84,7 +95,7 @@ def load(
     abstract = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), abstract)
     path = os.path.join(os.path.abspath(os.fspath(directory)), VARIABLES_DIR)
     try:
-        variables = ocp.StandardCheckpointer().restore(path, abstract)
+        variables = local_checkpointer().restore(path, abstract)
     except Exception as error:  # orbax raises many types; all mean the same to the caller
         raise ValueError(
             f"Could not restore AudioMAE variables from {path} for the config in "

@@ -22,9 +22,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 
-from uamix_jax.models import audiomae
+from uamix_jax.models import audiomae, audiomae_checkpoint
 from uamix_jax.models import kernels as K
 from uamix_jax.models.local_attention import LocalBlock
 from uamix_jax.models.masking import gather_tokens
@@ -172,7 +171,7 @@ def save(
         overwrite=overwrite,
     )
     decoder_path = os.path.join(directory, DECODER_DIR)
-    with ocp.StandardCheckpointer() as checkpointer:
+    with audiomae_checkpoint.local_checkpointer() as checkpointer:
         checkpointer.save(
             decoder_path, jax.tree.map(np.asarray, decoder_variables(variables)), force=overwrite
         )
@@ -191,7 +190,7 @@ def load(directory: str | os.PathLike) -> tuple[MaskedAutoencoder, dict]:
     with open(config_path) as f:
         config = MAEConfig.from_dict(json.load(f))
     _, encoder = audiomae.load(os.path.join(directory, ENCODER_DIR))
-    with ocp.StandardCheckpointer() as checkpointer:
+    with audiomae_checkpoint.local_checkpointer() as checkpointer:
         decoder = jax.tree.map(
             np.asarray, checkpointer.restore(os.path.join(directory, DECODER_DIR))
         )
