@@ -28,7 +28,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from uamix_jax import audio, hear
+from uamix_jax import audio, hear, xla_setup
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 LEVELS = ("scene", "timestamp")
@@ -240,4 +240,5 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
+    xla_setup.set_cpu_xla_flags()  # main.py's XLA:CPU flags; JAX has not started a backend yet
     sys.exit(main())

@@ -107,22 +107,40 @@ def load_model(
     """
     if not model_file_path:
         raise ValueError("load_model needs model_file_path: an audiomae.save checkpoint directory")
-    if norm not in audio_lib.NORM_STATS:
-        raise ValueError(f"norm={norm!r} unknown; choose from {sorted(audio_lib.NORM_STATS)}")
     if framework not in FRAMEWORKS:
         raise ValueError(f"framework={framework!r}; expected one of {FRAMEWORKS}")
-    if not (isinstance(batch_size, int) and batch_size >= 1):
-        raise ValueError(f"batch_size={batch_size!r} must be a positive int")
+    _check_settings(norm, batch_size)
     encoder, variables = audiomae.load(model_file_path, target_length=target_length)
-    hop_frames = _hop_frames(timestamp_hop_ms, encoder.config.patch_size)
-    model = HearModel(
+    model = from_encoder(
+        encoder, variables, norm=norm, timestamp_hop_ms=timestamp_hop_ms, batch_size=batch_size
+    )
+    return _torch_wrapper_class()(model) if framework == "torch" else model
+
+
+def from_encoder(
+    encoder: audiomae.AudioMAEEncoder,
+    variables: Any,
+    *,
+    norm: str = "audioset",
+    timestamp_hop_ms: float = DEFAULT_TIMESTAMP_HOP_MS,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> HearModel:
+    """A HearModel from an encoder already in memory (e.g. right after training)."""
+    _check_settings(norm, batch_size)
+    return HearModel(
         encoder=encoder,
         variables=jax.device_put(variables),
         norm_stats=audio_lib.NORM_STATS[norm],
-        timestamp_hop_frames=hop_frames,
+        timestamp_hop_frames=_hop_frames(timestamp_hop_ms, encoder.config.patch_size),
         batch_size=batch_size,
     )
-    return _torch_wrapper_class()(model) if framework == "torch" else model
+
+
+def _check_settings(norm: str, batch_size: int) -> None:
+    if norm not in audio_lib.NORM_STATS:
+        raise ValueError(f"norm={norm!r} unknown; choose from {sorted(audio_lib.NORM_STATS)}")
+    if not (isinstance(batch_size, int) and batch_size >= 1):
+        raise ValueError(f"batch_size={batch_size!r} must be a positive int")
 
 
 def get_scene_embeddings(audio: Any, model: Any) -> Any:
