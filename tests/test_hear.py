@@ -1,6 +1,8 @@
 """uamix_jax.hear on a tiny random-init encoder with AudioMAE's 1024-frame windows."""
 
+import importlib.util
 import math
+import os
 
 import jax
 import jax.numpy as jnp
@@ -139,9 +141,9 @@ def test_finer_hop_interleaves_more_columns(checkpoint, model):
 
 def test_fc_norm_columns_use_the_pooling_layer_norm(tmp_path):
     config = CONFIG.replace(final_norm="fc_norm", num_classes=5, target_length=256)
-    model = hear.load_model(_save(tmp_path / "ft", config), batch_size=2)
-    windows = np.random.RandomState(0).randn(2, 256, 128).astype(np.float32)
-    output = model.encoder.apply(model.variables, windows)
+    model = hear.load_model(_save(tmp_path / "ft", config), batch_size=8)
+    windows = np.random.RandomState(0).randn(8, 256, 128).astype(np.float32)
+    output = jax.jit(model.encoder.apply)(model.variables, windows)
     # Pooling is fc_norm(mean of patch tokens); hear's LayerNorm on that mean gives it back.
     mean = output.tokens[:, 1:].mean(axis=1)
     norm = hear._layer_norm(mean, model.variables["params"]["fc_norm"])
@@ -190,3 +192,18 @@ def test_bad_input_is_named(model, checkpoint):
         hear.load_model(checkpoint, norm="librispeech")
     with pytest.raises(ValueError, match="model_file_path"):
         hear.load_model()
+
+
+def test_from_encoder_and_the_benchmark_harness(checkpoint, model):
+    encoder, variables = audiomae.load(checkpoint)
+    in_memory = hear.from_encoder(encoder, variables, batch_size=4)
+    clip = _noise(1.0)
+    np.testing.assert_array_equal(
+        hear.get_scene_embeddings(clip, in_memory), hear.get_scene_embeddings(clip, model)
+    )
+    path = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "embed_speed.py")
+    spec = importlib.util.spec_from_file_location("embed_speed", path)
+    embed_speed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(embed_speed)
+    row = embed_speed.time_case(in_memory, "timestamp", sounds=2, seconds=1.0, repetitions=1)
+    assert row["audio_s_per_s"] > 0 and row["median_s"] > 0
