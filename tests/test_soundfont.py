@@ -33,10 +33,10 @@ def _name(text: str) -> bytes:
 
 
 def write_sf2(path, presets, release_timecents=-1200):
-    """A SoundFont with two samples (a looped 400 Hz tone; silence) and two instruments.
+    """A SoundFont with two samples (a looped 400 Hz tone; silence) and three instruments.
 
-    presets: (name, bank, program, instrument) with instrument 0 (the tone), 1 (the silence)
-    or None (a preset with no zone at all).
+    presets: (name, bank, program, instrument) with instrument 0 (the tone), 1 (the silence),
+    2 (the tone, near-silent above key 80) or None (a preset with no zone at all).
     """
     tone = 0.5 * np.sin(2 * np.pi * TONE_HZ * np.arange(800) / RATE)
     # Each sample is followed by 46 zero points, as the format asks.
@@ -49,19 +49,30 @@ def write_sf2(path, presets, release_timecents=-1200):
             _name("EOS") + struct.pack("<IIIIIBbHH", 0, 0, 0, 0, 0, 0, 0, 0, 0),
         ]
     )
-    # Instrument i: one zone of sample i, looped, with a release envelope.
-    igen = b"".join(
-        struct.pack("<Hh", op, amount)
-        for sample in (0, 1)
-        for op, amount in (
-            (soundfont.RELEASE, release_timecents),
-            (soundfont.SAMPLE_MODES, 1),
-            (soundfont.SAMPLE_ID, sample),
-        )
-    ) + struct.pack("<HH", 0, 0)
-    ibag = struct.pack("<HHHHHH", 0, 0, 3, 0, 6, 0)
-    inst = _name("tone") + struct.pack("<H", 0) + _name("silence") + struct.pack("<H", 1)
-    inst += _name("EOI") + struct.pack("<H", 2)
+    # Instruments 0 and 1: one zone of sample 0 / 1, looped, with a release envelope.
+    # Instrument 2: the tone up to key 80, the tone 144 dB down above it.
+    looped = [(soundfont.RELEASE, release_timecents), (soundfont.SAMPLE_MODES, 1)]
+    instruments = [
+        [looped + [(soundfont.SAMPLE_ID, 0)]],
+        [looped + [(soundfont.SAMPLE_ID, 1)]],
+        [
+            [(soundfont.KEY_RANGE, 0 | 80 << 8)] + looped + [(soundfont.SAMPLE_ID, 0)],
+            [(soundfont.KEY_RANGE, 81 | 127 << 8), (soundfont.ATTENUATION, 1440)]
+            + looped
+            + [(soundfont.SAMPLE_ID, 0)],
+        ],
+    ]
+    inst, ibag, igen = b"", b"", b""
+    bags = gens = 0
+    for index, zones in enumerate(instruments):
+        inst += _name(f"instrument {index}") + struct.pack("<H", bags)
+        for zone in zones:
+            ibag += struct.pack("<HH", gens, 0)
+            igen += b"".join(struct.pack("<HH", op, amount & 0xFFFF) for op, amount in zone)
+            bags, gens = bags + 1, gens + len(zone)
+    inst += _name("EOI") + struct.pack("<H", bags)
+    ibag += struct.pack("<HH", gens, 0)
+    igen += struct.pack("<HH", 0, 0)
     phdr, pbag, pgen = b"", b"", b""
     bag = gen = 0
     for name, bank, program, instrument in presets:
@@ -212,6 +223,17 @@ def test_every_playable_note_when_clips_per_class_is_zero(tmp_path, sf2):
     assert entry["notes"] == [[k, v] for k in range(60, 64) for v in (64, 127)]
 
 
+def test_near_silent_notes_are_passed_over(tmp_path):
+    path = write_sf2(tmp_path / "quiet.sf2", [("Half Quiet", 0, 3, 2)])
+    metadata = _write(tmp_path / "out", path, clips_per_class=0, min_key=78, max_key=83)
+    (entry,) = metadata["classes"]
+    assert entry["notes"] == [[k, v] for k in (78, 79, 80) for v in (64, 127)]
+    assert entry["quiet_notes_passed_over"] == 6
+    metadata = _write(tmp_path / "some", path, clips_per_class=4, min_key=78, max_key=83)
+    assert len(metadata["classes"][0]["notes"]) == 4
+    assert all(k <= 80 for k, _ in metadata["classes"][0]["notes"])
+
+
 def test_builder_gives_preset_labels_and_families(tmp_path, sf2):
     _write(tmp_path / "wavs", sf2, clips_per_class=3)
     report = builders.build(
@@ -271,7 +293,7 @@ def test_missing_and_corrupt_files_are_named(tmp_path, sf2):
 
 
 @pytest.mark.parametrize(
-    "instrument, message", [(None, "plays no note"), (1, "renders key .* silent")]
+    "instrument, message", [(None, "plays no note"), (1, "renders keys .* silent")]
 )
 def test_empty_or_silent_preset_is_named(tmp_path, instrument, message):
     path = write_sf2(tmp_path / "bad.sf2", [("Fine", 0, 0, 0), ("Broken One", 0, 5, instrument)])

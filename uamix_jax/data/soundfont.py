@@ -20,6 +20,7 @@ A note is held for ``held`` seconds (key down), then released, and the clip ends
 ``seconds``: NSynth's layout is 4 s with 3 s held. Notes are drawn without replacement from
 the (key, velocity) pairs the preset can play, key within [min_key, max_key] (NSynth's
 piano range, 21-108, by default); ``clips_per_class`` 0 keeps every pair, as NSynth does.
+A note more than QUIET_DB below the preset's loudest reference note is passed over.
 Each preset's clips share one gain that puts its loudest clip at ``PEAK`` (the velocity
 dynamics within an instrument stay). The same file, settings and seed give the same bytes.
 """
@@ -47,6 +48,7 @@ SAMPLE_RATE = 16000
 OVERSAMPLE = 3
 PEAK = 0.9  # the loudest clip of each preset, as a fraction of full scale
 SILENT_PEAK = 1e-4  # a rendered note quieter than this (before the gain) counts as silent
+QUIET_DB = 50.0  # notes this far below the preset's reference note are passed over
 METADATA_FILE = "soundfont.json"
 DRUM_BANK = 128  # where General MIDI SoundFonts keep their drum kits
 DEFAULT_SOUNDFONT_PACKAGE, DEFAULT_SOUNDFONT_NAME = "pretty_midi", "TimGM6mb.sf2"
@@ -517,11 +519,16 @@ def chosen_presets(soundfont: SoundFont, settings: Settings) -> list[Preset]:
 
 def render_class(
     soundfont: SoundFont, preset: Preset, settings: Settings
-) -> list[tuple[int, int, np.ndarray]]:
-    """(key, velocity, float32 clip) of each note of a preset's class, normalised together.
+) -> tuple[list[tuple[int, int, np.ndarray]], int]:
+    """(key, velocity, float32 clip) of each note of a preset's class, normalised together,
+    and the number of notes passed over as near-silent.
 
+    The preset's reference level (the loudest of five keys spread over its range, at their
+    highest velocities) must not be silent. Notes are tried in an order drawn from the
+    seed; one more than QUIET_DB below that level (e.g. a high note under a low-pass filter
+    set for low notes) is passed over, as its clip would hold little but rounding noise.
     Raises SoundFontError naming the file and preset when it has nothing to play in the key
-    range or a note renders silent.
+    range or its reference level is silent.
     """
     notes = playable_notes(preset, settings.velocities, settings.min_key, settings.max_key)
     if not notes:
@@ -529,21 +536,41 @@ def render_class(
             f"{soundfont.path}: {preset.label()} plays no note with keys "
             f"{settings.min_key}-{settings.max_key} at velocities {list(settings.velocities)}"
         )
-    if settings.clips_per_class:
-        rng = np.random.default_rng([settings.seed, preset.bank, preset.program])
-        picked = rng.choice(len(notes), min(settings.clips_per_class, len(notes)), replace=False)
-        notes = [notes[i] for i in np.sort(picked)]
-    clips = []
-    for key, velocity in notes:
+
+    def render(key, velocity):
         clip = render_note(soundfont, preset, key, velocity, settings.seconds, settings.held)
-        if not np.all(np.isfinite(clip)) or np.max(np.abs(clip)) < SILENT_PEAK:
-            raise SoundFontError(
-                f"{soundfont.path}: {preset.label()} renders key {key} at velocity "
-                f"{velocity} silent"
-            )
-        clips.append((key, velocity, clip))
-    gain = PEAK / max(np.max(np.abs(clip)) for _, _, clip in clips)
-    return [(key, velocity, (clip * gain).astype(np.float32)) for key, velocity, clip in clips]
+        peak = float(np.max(np.abs(clip))) if np.all(np.isfinite(clip)) else 0.0
+        return clip, peak
+
+    # The reference: the loudest of five keys spread over the range, each at its top velocity.
+    keys = sorted({key for key, _ in notes})
+    probes = sorted({keys[round(q * (len(keys) - 1))] for q in (0, 0.25, 0.5, 0.75, 1)})
+    reference_peak = max(render(key, max(v for k, v in notes if k == key))[1] for key in probes)
+    if reference_peak < SILENT_PEAK:
+        raise SoundFontError(
+            f"{soundfont.path}: {preset.label()} renders keys {probes} silent at their "
+            "highest velocity"
+        )
+    floor = reference_peak * 10.0 ** (-QUIET_DB / 20.0)
+    wanted = settings.clips_per_class or len(notes)
+    order = (
+        np.random.default_rng([settings.seed, preset.bank, preset.program]).permutation(len(notes))
+        if settings.clips_per_class
+        else np.arange(len(notes))
+    )
+    kept, quiet = {}, 0
+    for index in order:
+        clip, peak = render(*notes[index])
+        if peak < floor:
+            quiet += 1
+            continue
+        kept[int(index)] = (*notes[index], clip, peak)
+        if len(kept) == wanted:
+            break
+    gain = PEAK / max(item[3] for item in kept.values())
+    clips = [(key, velocity, (clip * gain).astype(np.float32))
+             for key, velocity, clip, _ in (kept[i] for i in sorted(kept))]  # fmt: skip
+    return clips, quiet
 
 
 def file_digest(path: str) -> str:
@@ -596,7 +623,8 @@ def write_dataset(out_dir: str, soundfont_path: str | None = None, **settings) -
         folder = os.path.join(temporary, preset.folder)
         os.makedirs(folder)
         notes = []
-        for key, velocity, clip in render_class(soundfont, preset, config):
+        clips, quiet = render_class(soundfont, preset, config)
+        for key, velocity, clip in clips:
             name = f"p{key:03d}_v{velocity:03d}.wav"
             soundfile.write(os.path.join(folder, name), clip, SAMPLE_RATE, subtype="PCM_16")
             notes.append([key, velocity])
@@ -608,6 +636,7 @@ def write_dataset(out_dir: str, soundfont_path: str | None = None, **settings) -
                 program=preset.program,
                 family=preset.family,
                 notes=notes,
+                quiet_notes_passed_over=quiet,
             )
         )
     metadata = {
