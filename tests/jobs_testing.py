@@ -6,7 +6,14 @@ JOB is one of 'tune', 'pretrain', 'finetune', 'demo'; DATA_DIR (optional) a buil
 to reuse ('' builds the synthetic set in W/data).
 """
 
+import os
+import signal
+import subprocess
+import sys
+import time
+
 import ml_collections
+import orbax.checkpoint as ocp
 
 from configs import demo, finetune_synthetic, pretrain_demo
 
@@ -86,3 +93,57 @@ JOBS = {
 def get_config(arg: str = "tune") -> ml_collections.ConfigDict:
     job, _, data_dir = arg.partition(",")
     return JOBS[job](data_dir)
+
+
+# ---------------------------------------------------------------- running main.py
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+KILL_DEADLINE_S = 600  # the first step compiles; a loaded CI machine is slow
+
+
+def main_command(job: str, workdir: str, data_dir: str = "", *overrides: str) -> list[str]:
+    """The main.py command line of a tiny job (see the module docstring)."""
+    return [
+        sys.executable,
+        "main.py",
+        f"--config=tests/jobs_testing.py:{job},{data_dir}",
+        f"--workdir={workdir}",
+        *overrides,
+    ]
+
+
+def subprocess_env(cache_dir: str, **variables: str) -> dict[str, str]:
+    """The environment of a main.py subprocess: processes that compile the same steps share
+    a compilation cache."""
+    return dict(
+        os.environ,
+        JAX_COMPILATION_CACHE_DIR=cache_dir,
+        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+        **variables,
+    )
+
+
+def checkpoint_steps(checkpoint_dir: str) -> list[int]:
+    """Steps of the finished checkpoints in an orbax checkpoint folder."""
+    if not os.path.isdir(checkpoint_dir):
+        return []
+    return sorted(int(name) for name in os.listdir(checkpoint_dir) if name.isdigit())
+
+
+def kill_when_saved(processes: list[subprocess.Popen], checkpoint_dir: str, step: int) -> None:
+    """SIGKILLs every process as soon as checkpoint ``step`` is on disk."""
+    deadline = time.time() + KILL_DEADLINE_S
+    while time.time() < deadline and all(p.poll() is None for p in processes):
+        if step in checkpoint_steps(checkpoint_dir):
+            break
+        time.sleep(0.05)
+    for process in processes:
+        process.send_signal(signal.SIGKILL)
+    for process in processes:
+        assert process.wait() == -signal.SIGKILL, "a run ended before it could be killed"
+    assert checkpoint_steps(checkpoint_dir)[-1] >= step
+
+
+def final_state(checkpoint_dir: str) -> tuple[int, dict]:
+    """(step, raw train-state tree) of the newest checkpoint in an orbax checkpoint folder."""
+    step = checkpoint_steps(checkpoint_dir)[-1]
+    return step, ocp.StandardCheckpointer().restore(os.path.join(checkpoint_dir, str(step), "state"))

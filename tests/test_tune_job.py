@@ -2,21 +2,17 @@
 
 import json
 import os
-import signal
 import subprocess
-import sys
-import time
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
+import jobs_testing
 from jobs_testing import tiny_config
 
 from uamix_jax.models import audiomae
 from uamix_jax.jobs import tune
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOTAL_STEPS = 6  # 24 clips / batch 8 = 3 steps an epoch, 2 epochs
 
 
@@ -28,10 +24,8 @@ def reference(tmp_path_factory):
 
 
 def final_state(workdir):
-    """The raw train-state tree of the newest checkpoint."""
-    directory = os.path.join(workdir, "checkpoints")
-    step = max(int(name) for name in os.listdir(directory) if name.isdigit())
-    return step, ocp.StandardCheckpointer().restore(os.path.join(directory, str(step), "state"))
+    """(step, raw train-state tree) of the run's newest checkpoint."""
+    return jobs_testing.final_state(os.path.join(workdir, "checkpoints"))
 
 
 def test_demo_runs_end_to_end_with_all_outputs(reference):
@@ -65,37 +59,19 @@ def test_sigkilled_run_resumes_to_identical_state(reference, tmp_path):
     workdir = str(tmp_path / "killed")
     # Checkpoints at steps 1, 3 (the end of stage 0) and 6: the kill comes right after step 3,
     # while stage 1 compiles, so the resumed run must switch stage on restart.
-    command = [
-        sys.executable,
-        "main.py",
-        f"--config=tests/jobs_testing.py:tune,{os.path.join(reference_dir, 'data')}",
-        f"--workdir={workdir}",
-        "--config.checkpoint.every_steps=3",
-    ]
-    # Both processes compile the same steps: the second reads them from a compilation cache.
-    env = dict(
-        os.environ,
-        JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax_cache"),
-        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+    command = jobs_testing.main_command(
+        "tune", workdir, os.path.join(reference_dir, "data"), "--config.checkpoint.every_steps=3"
     )
-    process = subprocess.Popen(
-        command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    env = jobs_testing.subprocess_env(str(tmp_path / "jax_cache"))
     checkpoints = os.path.join(workdir, "checkpoints")
-    deadline = time.time() + 600
-    while time.time() < deadline and process.poll() is None:
-        if os.path.isdir(os.path.join(checkpoints, "3")):
-            break
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    assert process.wait() == -signal.SIGKILL, "the run finished before it could be killed"
-    killed_at, _ = final_state(workdir)
-    assert killed_at == 3
-
-    subprocess.run(
-        command, cwd=REPO, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    process = subprocess.Popen(
+        command, cwd=jobs_testing.REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    step, resumed = final_state(workdir)
+    jobs_testing.kill_when_saved([process], checkpoints, 3)
+    assert jobs_testing.checkpoint_steps(checkpoints)[-1] == 3
+
+    subprocess.run(command, cwd=jobs_testing.REPO, env=env, check=True, capture_output=True)
+    step, resumed = jobs_testing.final_state(checkpoints)
     _, uninterrupted = final_state(reference_dir)
     assert step == TOTAL_STEPS
     jax.tree.map(np.testing.assert_array_equal, resumed, uninterrupted)
