@@ -28,6 +28,7 @@ def get_config() -> ml_collections.ConfigDict:
             overrides=ml_collections.ConfigDict(),
             dtype="float32",
             drop_path_rate=0.0,
+            kernels="auto",  # 'auto' | 'stock' | 'cpu': layer implementations (docs/kernels.md)
         )
     )
 

@@ -94,7 +94,8 @@ def finetune_recipe(
     config.init_checkpoint = ""  # an audiomae.save directory (pretrained or uaMix-tuned encoder)
     # Used only without init_checkpoint (tests, smoke runs): a preset and field overrides.
     config.model = ml_collections.ConfigDict(
-        dict(preset="base", overrides={}, drop_path_rate=0.1)
+        # kernels: 'auto' | 'stock' | 'cpu', the layer implementations (docs/kernels.md).
+        dict(preset="base", overrides={}, drop_path_rate=0.1, kernels="auto")
     )
     config.data, config.train_split, config.test_split = dataset(key)
     config.data.batch_size = batch_size

@@ -31,6 +31,7 @@ def get_config() -> ml_collections.ConfigDict:
             overrides=ml_collections.ConfigDict(),
             dtype="float32",
             drop_path_rate=0.0,
+            kernels="auto",  # 'auto' | 'stock' | 'cpu': layer implementations (docs/kernels.md)
             decoder_embed_dim=512,
             decoder_depth=16,
             decoder_num_heads=16,
