@@ -1,9 +1,12 @@
 """Process-level settings for CPU hosts: they must be in the environment before start-up.
 
+The process-wide half of the XLA:CPU tuning whose layers are in `uamix_jax.models.cpu_kernels`;
+it lives outside the models package because main.py applies it before anything imports JAX.
 XLA reads XLA_FLAGS when JAX starts a backend; the dynamic loader and glibc read
 LD_PRELOAD and GLIBC_TUNABLES when the process starts, so setting those means running the
 program again (`restart_with_host_allocator`). All are inert for GPU/TPU computations and
 are skipped when JAX_PLATFORMS names only accelerators. Values the user gave are kept.
+Measurements: benchmarks/NOTES.md#xla-setup.
 """
 
 from __future__ import annotations
@@ -13,24 +16,20 @@ import os
 import sys
 
 # Which library runs XLA:CPU's dots. XLA's default hands dots, convolutions and reductions
-# to YNNPACK; measured on 2-core EPYC VMs (README, benchmarks section):
-# - with AVX-512 (Zen 4): YNNPACK for the dots only, XLA's own code for the rest, took 19%
-#   less CPU time for the ViT-B encoder forward+backward than the default, and YNNPACK's
-#   is XLA:CPU's only fast bfloat16 dot (AVX512-BF16).
-# - with AVX2 only (Zen 2): no YNNPACK at all, so XLA's own (Eigen) dots: the step's dense
-#   shapes ran at 152-171 GFLOP/s against YNNPACK's 133-143, and the float32 tuning step
-#   was 6% (tiny) and 3-16% (ViT-B) faster than with YNNPACK's dots.
+# to YNNPACK. With AVX-512, YNNPACK for the dots only (XLA's own code for the rest) is
+# faster than the default, and YNNPACK's is XLA:CPU's only fast bfloat16 dot
+# (AVX512-BF16). With AVX2 only, XLA's own (Eigen) dots beat YNNPACK's at the step's
+# shapes, so YNNPACK is switched off.
 YNNPACK_DOTS_ONLY = "--xla_cpu_experimental_ynn_fusion_type=individual_dot"
 NO_YNNPACK = "--xla_cpu_experimental_ynn_fusion_type="
 
-# XLA:CPU allocates each step's temporaries (3.1 GB for ViT-B at batch 2) afresh. glibc
-# returns buffers that large to the kernel at every free, so each step faults them in
-# again (800k page faults, 2.6 s of system time per ViT-B step), and on a VM that hands
-# freed memory back to its host a step that follows another process's work pays twice
-# (README, benchmarks section). tcmalloc keeps freed memory for reuse: no faults after the
-# first step. It is Debian's libtcmalloc-minimal4 (`apt install libtcmalloc-minimal4`),
-# preloaded when installed; without it, huge pages for glibc's mappings (glibc >= 2.35;
-# ignored elsewhere) cut the faults to 2k.
+# XLA:CPU allocates each step's temporaries (gigabytes for ViT-B) afresh. glibc returns
+# buffers that large to the kernel at every free, so each step faults them in again, and on
+# a VM that hands freed memory back to its host a step that follows another process's work
+# pays twice. tcmalloc keeps freed memory for reuse: no faults after the first step. It is
+# Debian's libtcmalloc-minimal4 (`apt install libtcmalloc-minimal4`), preloaded when
+# installed; without it, huge pages for glibc's mappings (glibc >= 2.35; ignored elsewhere)
+# cut most of the faults.
 TCMALLOC = "tcmalloc_minimal"
 GLIBC_TUNABLES = ("glibc.malloc.hugetlb=1",)
 # tcmalloc logs every allocation above 1 GiB; a step's temporaries are one.
@@ -60,7 +59,7 @@ def cpu_xla_flags(isa_flags: set[str] | None = None) -> tuple[str, ...]:
     """The XLA flags for a CPU with these feature flags (default: this host's).
 
     AVX2 without AVX-512 gets XLA's own dots; everything else, ARM and unknown CPUs
-    included, YNNPACK's dots (see the measurements above).
+    included, YNNPACK's dots (see the comment above YNNPACK_DOTS_ONLY).
     """
     isa_flags = host_isa_flags() if isa_flags is None else isa_flags
     if "avx2" in isa_flags and "avx512f" not in isa_flags:
