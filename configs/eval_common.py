@@ -122,6 +122,7 @@ def finetune_recipe(
             min_lr=1e-6,
             b1=0.9,
             b2=0.999,
+            eps=1e-8,
             layer_decay=0.75,
             grad_clip=None,
             weight_decay=[(r".*/(bias|scale)", 0.0), (r".*/cls_token", 0.0), (r".*", weight_decay)],

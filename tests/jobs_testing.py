@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 
+import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
@@ -146,4 +147,12 @@ def kill_when_saved(processes: list[subprocess.Popen], checkpoint_dir: str, step
 def final_state(checkpoint_dir: str) -> tuple[int, dict]:
     """(step, raw train-state tree) of the newest checkpoint in an orbax checkpoint folder."""
     step = checkpoint_steps(checkpoint_dir)[-1]
-    return step, ocp.StandardCheckpointer().restore(os.path.join(checkpoint_dir, str(step), "state"))
+    path = os.path.join(checkpoint_dir, str(step), "state")
+    checkpointer = ocp.StandardCheckpointer()
+    # Read onto this process's first device, whatever topology wrote it (multi-host runs).
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    target = jax.tree.map(
+        lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
+        checkpointer.metadata(path).item_metadata.tree,
+    )
+    return step, jax.device_get(checkpointer.restore(path, target))

@@ -127,7 +127,9 @@ def test_cross_validation_trains_each_fold_and_averages(tmp_path, monkeypatch):
         return {"eval/loss": 1.0, "eval/accuracy": 0.5 + 0.1 * len(calls)}
 
     monkeypatch.setattr(finetune_job, "train_and_evaluate", fake_run)
-    results = finetune_job.run(finetune_esc50.get_config(), str(tmp_path))
+    config = finetune_esc50.get_config()
+    assert config.cross_validation_folds == 5
+    results = finetune_job.run(config, str(tmp_path))
     assert [call[0] for call in calls] == [f"fold{i}" for i in range(1, 6)]
     assert calls[2][1:] == ("fold1+fold2+fold4+fold5", "fold3")
     accuracies = [0.6, 0.7, 0.8, 0.9, 1.0]

@@ -90,3 +90,11 @@ def test_finetune_killed_mid_run_resumes_to_identical_state(tmp_path):
     results = json.load(open(os.path.join(workdir, finetune.RESULTS_FILE)))["results"]
     expected_results = json.load(open(os.path.join(reference_dir, finetune.RESULTS_FILE)))
     assert results == expected_results["results"]
+
+
+def test_demo_with_tune_init_checkpoint_skips_pretraining(tmp_path):
+    config = jobs_testing.tiny_demo_config()
+    config.tune.init_checkpoint = str(tmp_path / "absent")
+    with pytest.raises(FileNotFoundError, match="config.init_checkpoint"):
+        demo.run(config, str(tmp_path / "run"))
+    assert not os.path.exists(tmp_path / "run" / demo.PRETRAIN_DIR)

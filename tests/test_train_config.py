@@ -34,7 +34,6 @@ def test_tiny_config_is_valid():
             ((0, 0), (2, 1)),
             r"config\.schedule\.stages starts a stage at epoch 2",
         ),
-        ("checkpoint.every_steps", 0, r"config\.checkpoint\.every_steps"),
     ],
 )
 def test_bad_field_is_named(field, value, message):

@@ -36,6 +36,7 @@ def build_classifier(
         final_norm="fc_norm",
         num_classes=num_classes,
         drop_path_rate=config.model.drop_path_rate,
+        kernels=config.model.kernels,
         target_length=config.data.target_length,
     )
     if not config.init_checkpoint:

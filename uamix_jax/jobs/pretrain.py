@@ -36,6 +36,7 @@ def model_config(config: ml_collections.ConfigDict) -> mae.MAEConfig:
         target_length=config.data.target_length,
         dtype=model.dtype,
         drop_path_rate=model.drop_path_rate,
+        kernels=model.kernels,
         **model.overrides.to_dict(),
     )
     return mae.MAEConfig(
@@ -83,10 +84,6 @@ def validate_config(config: ml_collections.ConfigDict, device_count: int | None 
     if config.schedule.num_epochs <= 0:
         raise ValueError(
             f"config.schedule.num_epochs={config.schedule.num_epochs} must be positive"
-        )
-    if config.checkpoint.every_steps <= 0 or config.checkpoint.max_to_keep <= 0:
-        raise ValueError(
-            "config.checkpoint.every_steps and config.checkpoint.max_to_keep must be positive"
         )
 
 

@@ -39,7 +39,11 @@ class Plan:
 
 def build_encoder(config: ml_collections.ConfigDict, rng: jax.Array) -> tuple[Any, dict]:
     """The encoder and its starting variables: ``config.init_checkpoint`` or a random init."""
-    overrides = dict(dtype=config.model.dtype, drop_path_rate=config.model.drop_path_rate)
+    overrides = dict(
+        dtype=config.model.dtype,
+        drop_path_rate=config.model.drop_path_rate,
+        kernels=config.model.kernels,
+    )
     if config.init_checkpoint:
         validation.check_init_checkpoint(config.init_checkpoint)
         return audiomae.load(

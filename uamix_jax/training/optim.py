@@ -149,7 +149,7 @@ def make_optimizer(
         )
 
     adamw = [optax.clip_by_global_norm(config.grad_clip)] if config.grad_clip else []
-    adamw.append(optax.scale_by_adam(b1=config.b1, b2=config.b2, eps=config.get("eps", 1e-8)))
+    adamw.append(optax.scale_by_adam(b1=config.b1, b2=config.b2, eps=config.eps))
     adamw += [
         optax.add_decayed_weights(value, mask=decay_mask(value))
         for value in sorted({v for _, v in wd_rules if v})

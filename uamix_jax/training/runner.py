@@ -167,6 +167,14 @@ def train(
     at once with an empty record. Raises FloatingPointError naming the first step whose
     loss was not finite; the newest checkpoint is then the last finite one.
     """
+    intervals = {
+        "log_every": config.log_every,
+        "checkpoint.every_steps": config.checkpoint.every_steps,
+        "checkpoint.max_to_keep": config.checkpoint.max_to_keep,
+    }
+    for field, value in intervals.items():
+        if value <= 0:
+            raise ValueError(f"config.{field}={value} must be positive")
     manager = checkpoint.make_manager(workdir, config.checkpoint)
     step = manager.latest_step() or 0
     stage = task.stage_at(max(step - 1, 0))

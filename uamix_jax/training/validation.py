@@ -54,10 +54,6 @@ def validate_tune_config(
             f"config.schedule.stages starts a stage at epoch {last_start}, not before "
             f"config.schedule.num_epochs={config.schedule.num_epochs}"
         )
-    if config.checkpoint.every_steps <= 0 or config.checkpoint.max_to_keep <= 0:
-        raise ValueError(
-            "config.checkpoint.every_steps and config.checkpoint.max_to_keep must be positive"
-        )
 
 
 def check_init_checkpoint(path: str | None) -> None:
