@@ -13,7 +13,7 @@ freezing (``--trainable_blocks 0 2 4 6 12``).
     python benchmarks/step_time.py --preset tiny --batch_size 4 --repetitions 5
     python benchmarks/step_time.py --preset base --batch_size 2 --trainable_blocks 0 2 4 6 12
 
-Our step is the job's own (``train_step.make_train_step`` with the ``configs/as20k.py``
+Our step is the job's own (``train_step.make_step`` with the ``configs/as20k.py``
 method, optimiser and augmentations; random weights). ``--xla_flags`` sets the JAX worker's
 XLA_FLAGS, by default the CPU flags that main.py adds (``uamix_jax.xla_setup``);
 ``--host_allocator main`` (default) gives both workers main.py's allocator settings. An
@@ -125,12 +125,13 @@ class JaxWorker:
         self.steps: dict[int, list] = {}
 
     def setup(self, trainable_blocks: int) -> dict[str, Any]:
-        from uamix_jax.training import optim, sharding, train_state, train_step, tune
+        from uamix_jax.jobs import tune
+        from uamix_jax.training import optim, runner, sharding, train_step
 
         jax = self.jax
         config = bench_config(self.model, self.batch_size, self.dtype, trainable_blocks)
         encoder, variables = tune.build_encoder(config, jax.random.key(0))
-        head = train_state.make_head(config.method, encoder.config.dtype)
+        head = train_step.make_head(config.method, encoder.config.dtype)
         tx = optim.make_optimizer(
             config.optim,
             depth=encoder.config.depth,
@@ -140,14 +141,14 @@ class JaxWorker:
         )
         mesh = sharding.make_mesh()
         state = sharding.replicate(
-            train_state.create(
-                config, variables, head, encoder.config.embed_dim, tx, jax.random.key(1)
+            train_step.create_state(
+                config.method, variables, head, encoder.config.embed_dim, tx, jax.random.key(1)
             ),
             mesh,
         )
         batch = sharding.global_batch(self.host_batch, mesh)
-        step = train_step.jit_step(
-            train_step.make_train_step(
+        step = runner.jit_step(
+            train_step.make_step(
                 encoder, head, tx, config.method, config.data.augment, trainable_blocks
             ),
             mesh,

@@ -35,3 +35,15 @@ def test_step_time_harness_compares_both_frameworks(tmp_path):
     # counts element-wise work) to within a factor that catches a wrong formula.
     run = result["runs"]["jax/2"]
     assert 0.5 < run["model_gflops"] * 1e9 / run["xla_flops"] < 1.5
+
+
+def test_host_sync_benchmark_prints_both_rates():
+    command = [
+        sys.executable,
+        os.path.join(REPO, "benchmarks", "host_sync.py"),
+        "--steps=2",
+        "--repetitions=2",
+        "--batch_size=4",
+    ]
+    out = subprocess.run(command, check=True, cwd=REPO, timeout=300, capture_output=True, text=True)
+    assert "| after every step |" in out.stdout and "| on logging steps only |" in out.stdout

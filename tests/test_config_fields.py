@@ -28,7 +28,7 @@ RUNS = {
             "model.drop_path_rate": 0.1,
             "model.dtype": "bfloat16",
             "model.kernels": "stock",
-            "model.preset": "tiny",
+            "model.preset": "small",
             "model.overrides": {"embed_dim": 32, "depth": 2, "num_heads": 2, "remat": True},
             "method.mix": "tf_cutmix",
             "method.mix_patch_aligned": True,
@@ -89,6 +89,7 @@ RUNS = {
             "model.decoder_mode": "local",
             "model.dtype": "bfloat16",
             "num_reconstructions": 1,
+            "data.target_length": 128,  # a grid of whole local-attention windows
         },
     ),
     "finetune": (
@@ -98,7 +99,7 @@ RUNS = {
             "loss": "bce",
             "metric": "mAP",
             "label_smoothing": 0.0,
-            "num_classes": 3,
+            "num_classes": 2,
             "specaug.freq_mask": 8,
             "specaug.time_mask": 8,
             "eval_every_epochs": 2,

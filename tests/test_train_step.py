@@ -44,11 +44,11 @@ def run_steps(devices, steps=2):
     state = train_step.create_state(config.method, variables, head, 32, tx, jax.random.PRNGKey(1))
     initial = jax.device_get(state.params)
     state = sharding.replicate(state, mesh)
-    loss = train_step.make_loss(
-        encoder, head, config.method, config.data.augment, TRAINABLE_BLOCKS
-    )
     step = runner.jit_step(
-        runner.make_step(loss, tx, train_step.make_finish(config.method)), mesh
+        train_step.make_step(
+            encoder, head, tx, config.method, config.data.augment, TRAINABLE_BLOCKS
+        ),
+        mesh,
     )
     losses = []
     for batch in random_batches(config, steps):

@@ -10,7 +10,7 @@ from jobs_testing import tiny_config
 
 from uamix_jax.data import pipeline, sources
 from uamix_jax.jobs import tune
-from uamix_jax.training import optim, runner, train_step
+from uamix_jax.training import optim, train_step
 
 STEPS = 30
 
@@ -29,10 +29,11 @@ def _losses(config, trainable_blocks):
     state = train_step.create_state(
         config.method, variables, head, encoder.config.embed_dim, tx, jax.random.PRNGKey(1)
     )
-    loss = train_step.make_loss(
-        encoder, head, config.method, config.data.augment, trainable_blocks
+    step = jax.jit(
+        train_step.make_step(
+            encoder, head, tx, config.method, config.data.augment, trainable_blocks
+        )
     )
-    step = jax.jit(runner.make_step(loss, tx, train_step.make_finish(config.method)))
     batch = next(pipeline.make_iterator(config.data, train=True, seed=0, shard=(0, 1)))
     losses = []
     for _ in range(STEPS):

@@ -161,6 +161,8 @@ def evaluate(
     logits, labels = np.concatenate(logits)[first], np.concatenate(labels)[first]
     loss = float(classification_loss(jnp.asarray(logits), jnp.asarray(labels), config.loss))
     if config.metric == "mAP":
+        if labels.ndim == 1:  # single-label data: one-hot targets
+            labels = np.eye(logits.shape[-1], dtype=np.float32)[labels]
         return {"eval/loss": loss, "eval/mAP": metrics_lib.mean_average_precision(logits, labels)}
     return {"eval/loss": loss, "eval/accuracy": metrics_lib.accuracy(logits, labels)}
 

@@ -114,13 +114,15 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         )
 
     def compile_step(stage: int) -> runner.StepFn:
-        loss = train_step.make_loss(
-            encoder, head, config.method, config.data.augment, plan.trainable_blocks(stage)
+        step = train_step.make_step(
+            encoder,
+            head,
+            optimizer(stage),
+            config.method,
+            config.data.augment,
+            plan.trainable_blocks(stage),
         )
-        return runner.jit_step(
-            runner.make_step(loss, optimizer(stage), train_step.make_finish(config.method)),
-            mesh,
-        )
+        return runner.jit_step(step, mesh)
 
     def enter_stage(state: runner.TrainState, stage: int) -> runner.TrainState:
         # New masks; the moments of leaves that were already trainable carry over.

@@ -171,6 +171,20 @@ def make_finish(method: ml_collections.ConfigDict) -> runner.FinishFn:
     return finish
 
 
+def make_step(
+    encoder: Any,
+    head: nnclr_head.NNCLRHead,
+    tx: optax.GradientTransformation,
+    method: ml_collections.ConfigDict,
+    augment_config: ml_collections.ConfigDict,
+    trainable_blocks: int,
+) -> runner.StepFn:
+    """The (unjitted) tuning step of a stage: `runner.make_step` around `make_loss` and
+    `make_finish`."""
+    loss = make_loss(encoder, head, method, augment_config, trainable_blocks)
+    return runner.make_step(loss, tx, make_finish(method))
+
+
 def class_labels(batch: dict) -> jax.Array | None:
     """Single-label class indices of the batch, when it has them (for monitoring only)."""
     labels = batch.get("label")
