@@ -408,7 +408,8 @@ def evaluate_all(config, workdir: str, encoders: Mapping[str, Mapping]) -> tuple
         )
         digest = hashlib.sha256(split.embeddings.tobytes())
         digest.update(json.dumps(config.eval.to_dict(), sort_keys=True).encode())
-        path = os.path.join(cache, f"{_slug(name)}-{digest.hexdigest()[:16]}.json")
+        # Keyed by what decides the numbers only, so a renamed encoder reuses its results.
+        path = os.path.join(cache, f"{digest.hexdigest()[:16]}.json")
         cached = _read_json(path)
         if cached is None:
             print(f"replay: evaluating {name} on the {config.evaluate_on} classes", flush=True)
