@@ -4,7 +4,7 @@
       --config.init_checkpoint=checkpoints/audiomae_as2m \
       --config.data.manual_dir=/path/to/audioset
 
-The method's numbers come from method.md (MAE-CT's ViT-B defaults where the paper
+The method's numbers and their sources: docs/method.md (MAE-CT's ViT-B defaults where the paper
 is silent); the epoch counts of the progressive schedule are this project's choice.
 """
 

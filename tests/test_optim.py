@@ -39,6 +39,7 @@ def optim_config(**overrides):
             min_lr=0.0,
             b1=0.9,
             b2=0.95,
+            eps=1e-8,
             layer_decay=0.65,
             grad_clip=None,
             weight_decay=[
@@ -173,3 +174,9 @@ def test_validate_stages_names_the_field(stages, message):
     with pytest.raises(ValueError, match=message) as err:
         optim.validate_stages(stages, DEPTH, "config.schedule.stages")
     assert "config.schedule.stages" in str(err.value)
+
+
+def test_a_parameter_no_rule_covers_is_named():
+    params = {**fake_params(), "classifier": {"kernel": jnp.zeros((4, 2))}}
+    with pytest.raises(ValueError, match=r"no trainable or frozen rule: \['classifier/kernel'\]"):
+        make(1).init(params)

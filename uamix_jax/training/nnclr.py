@@ -31,7 +31,7 @@ class Queue:
 
 
 def default_method_config() -> ml_collections.ConfigDict:
-    """The method's defaults, one place (sources in the README's method section)."""
+    """The method's defaults, one place (their sources: docs/method.md)."""
     return ml_collections.ConfigDict(
         dict(
             mix="t_cutmix",  # one of mixing.MIX_KINDS

@@ -60,7 +60,7 @@ def trainable_patterns(
 
     Stage 0 (``trainable_blocks=0``) trains the head only. With k > 0 the top k
     blocks and the final norm train; the patch embedding, cls token and lower
-    blocks stay frozen (method.md, "Progressive retraining"). ``None`` trains the
+    blocks stay frozen (docs/method.md, "Progressive retraining"). ``None`` trains the
     whole encoder (fine-tuning).
     """
     if trainable_blocks is None:
@@ -111,7 +111,7 @@ def learning_rate_schedule(
     """Linear warmup then cosine decay to ``min_lr``.
 
     Peak lr = base_lr * lr_batch_factor * global_batch / 256: MAE-CT scales its base
-    lr by 2 * batch / 256 (method.md), fine-tuning recipes by batch / 256.
+    lr by 2 * batch / 256 (docs/method.md), fine-tuning recipes by batch / 256.
     """
     peak = config.base_lr * config.lr_batch_factor * global_batch / 256
     warmup = int(round(config.warmup_fraction * total_steps))
@@ -169,9 +169,26 @@ def make_optimizer(
 def trainable_labels(
     params: PyTree, depth: int, trainable_blocks: int | None, head_pattern: str = HEAD_PATTERN
 ) -> PyTree:
-    """Tree of TRAINABLE / FROZEN labels matching ``params``."""
-    patterns = [(p, TRAINABLE) for p in trainable_patterns(depth, trainable_blocks, head_pattern)]
-    return tree_map_with_path_str(lambda path, _: first_match(path, patterns, FROZEN), params)
+    """Tree of TRAINABLE / FROZEN labels matching ``params``.
+
+    Every parameter must match a rule: the trainable patterns, or the encoder (frozen where
+    not trainable). A parameter outside both (e.g. a new head whose path ``head_pattern``
+    does not name) raises ValueError listing it, instead of being silently frozen.
+    """
+    rules = [(p, TRAINABLE) for p in trainable_patterns(depth, trainable_blocks, head_pattern)]
+    rules.append((r"encoder/.*", FROZEN))
+    labels = tree_map_with_path_str(lambda path, _: first_match(path, rules, None), params)
+    uncovered = [
+        path_str(path)
+        for path, label in jax.tree_util.tree_leaves_with_path(labels, is_leaf=lambda x: x is None)
+        if label is None
+    ]
+    if uncovered:
+        raise ValueError(
+            f"parameters matched by no trainable or frozen rule: {uncovered}; trainable rules "
+            f"{[pattern for pattern, _ in rules[:-1]]}, frozen: encoder/.*"
+        )
+    return labels
 
 
 def count_trainable(params: PyTree, depth: int, trainable_blocks: int | None) -> int:

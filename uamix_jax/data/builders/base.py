@@ -110,6 +110,13 @@ class AudioBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     def _split_entries(self) -> dict[str, list[AudioEntry]]:
         """Split name -> the entries to write, in a deterministic order."""
 
+    # TFDS announces a build as a download; nothing is downloaded here.
+    def _log_download_bytes(self) -> None:
+        print(f"building {self.name}/{self.builder_config.name} from {self.source_dir}")
+
+    def _log_download_done(self) -> None:
+        print(f"built {self.data_dir}")
+
     def _info(self) -> tfds.core.DatasetInfo:
         storage = self.builder_config.storage
         if storage not in STORAGES:
