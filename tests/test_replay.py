@@ -111,7 +111,7 @@ def test_quick_setting_runs_every_stage__the_slowest_test(tmp_path):
              ["classes"]]  # fmt: skip
     assert report["classes"]["validation"] == [names[i] for i in config.classes.validation]
     encoders = ["MAE", "uaMix-MAE (seed 0)", "uaMix-MAE (seed 1)", "MAE + more pretraining"]
-    assert list(report["results"]) == encoders
+    assert list(report["results"]) == encoders + [replay.RANDOM_INIT, replay.LOG_MEL]
     for result in report["results"].values():
         assert set(result["fewshot"]) == {
             f"5way-{k}shot/{c}" for k in (1, 5) for c in ("prototype", "logreg")

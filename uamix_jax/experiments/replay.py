@@ -35,12 +35,13 @@ import re
 import time
 from typing import Any, Mapping
 
+import jax
 import ml_collections
 import numpy as np
 from absl import logging
 from scipy import stats
 
-from uamix_jax.data import soundfont, sources
+from uamix_jax.data import pipeline, soundfont, sources
 from uamix_jax.evaluation import compare, plots
 from uamix_jax.evaluation import embeddings as embeddings_lib
 from uamix_jax.evaluation.fewshot import evaluate_episodes
@@ -52,6 +53,8 @@ from uamix_jax.models import audiomae
 JOB_MODULES = {"pretrain": "uamix_jax.jobs.pretrain", "tune": "uamix_jax.jobs.tune"}
 CLASS_SETS = ("seen", "validation", "test")
 MAIN, BASELINE, MATCHED = "uaMix-MAE", "MAE", "MAE + more pretraining"
+# Reference rows: what an untrained encoder and plain log-mel statistics give.
+RANDOM_INIT, LOG_MEL = "random-init encoder", "log-mel mean+std (no learning)"
 STAGE_FILE = "replay_stage.json"  # a finished stage's steps and wall time, in its folder
 WAVS_DIR, DATA_DIR = "soundfont_wavs", "data"
 MAIN_METRIC = "5way-5shot/prototype"
@@ -400,12 +403,23 @@ def evaluate_all(config, workdir: str, encoders: Mapping[str, Mapping]) -> tuple
     data.batch_size = config.eval.batch_size
     cache = os.path.join(workdir, "eval", config.evaluate_on)
     os.makedirs(cache, exist_ok=True)
+    references = {
+        RANDOM_INIT: lambda: _random_init_features(
+            encoders[BASELINE], data, workdir, config.pretrain.seed
+        ),
+        LOG_MEL: lambda: log_mel_statistics(data),
+    }
     results, features = {}, {}
-    for name, stage in encoders.items():
-        model, variables = audiomae.load(stage["encoder_dir"], target_length=data.target_length)
-        split = embeddings_lib.extract_split(
-            model, variables, data, "train", os.path.join(workdir, "embeddings")
-        )
+    for name in list(encoders) + list(references):
+        if name in encoders:
+            model, variables = audiomae.load(
+                encoders[name]["encoder_dir"], target_length=data.target_length
+            )
+            split = embeddings_lib.extract_split(
+                model, variables, data, "train", os.path.join(workdir, "embeddings")
+            )
+        else:
+            split = references[name]()
         digest = hashlib.sha256(split.embeddings.tobytes())
         digest.update(json.dumps(config.eval.to_dict(), sort_keys=True).encode())
         # Keyed by what decides the numbers only, so a renamed encoder reuses its results.
@@ -417,6 +431,34 @@ def evaluate_all(config, workdir: str, encoders: Mapping[str, Mapping]) -> tuple
             _write_json(path, cached)
         results[name], features[name] = cached, split
     return results, features
+
+
+def _random_init_features(pretrained: Mapping, data, workdir: str, seed: int):
+    """Features of an untrained encoder of the MAE's shape: what the architecture gives alone."""
+    encoder_config = audiomae.read_config(pretrained["encoder_dir"]).replace(
+        target_length=data.target_length
+    )
+    model = audiomae.AudioMAEEncoder(encoder_config)
+    dummy = np.zeros((1, data.target_length, encoder_config.num_mel_bins), np.float32)
+    variables = jax.jit(model.init)(jax.random.PRNGKey(seed), dummy)
+    return embeddings_lib.extract_split(
+        model, variables, data, "train", os.path.join(workdir, "embeddings")
+    )
+
+
+def log_mel_statistics(data) -> embeddings_lib.SplitEmbeddings:
+    """Each clip's log-mel mean and standard deviation over time (256 numbers): no learning,
+    a floor any useful encoder should clear."""
+    rows, labels, ids = [], [], []
+    for batch in pipeline.make_iterator(data, train=False, shard=(0, 1), split="train"):
+        fbank = np.asarray(batch["fbank"])
+        rows.append(np.concatenate([fbank.mean(axis=1), fbank.std(axis=1)], axis=1))
+        labels.append(batch["label"])
+        ids.append(batch["id"])
+    ids, first = np.unique(np.concatenate(ids), return_index=True)
+    return embeddings_lib.SplitEmbeddings(
+        np.concatenate(rows).astype(np.float32)[first], np.concatenate(labels)[first], ids
+    )
 
 
 # --- the report ---------------------------------------------------------------------------
