@@ -276,6 +276,7 @@ def test_to_torch_and_back_round_trip(model_and_variables, tmp_path):
     )
     reloaded_model, reloaded = mae.load(tmp_path / "back")
     assert reloaded_model.config == model.config
+    assert mae.load(tmp_path / "back", kernels="stock")[0].config.encoder.kernels == "stock"
     jax.tree.map(np.testing.assert_array_equal, reloaded, variables)
     # The encoder half is an ordinary encoder checkpoint for the tuning job.
     _, encoder = audiomae.load(tmp_path / "back" / mae.ENCODER_DIR)

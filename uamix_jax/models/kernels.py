@@ -53,7 +53,7 @@ def dense(
 
 
 def layer_norm(kernels: str, *, name: str, dtype: Any = None) -> nn.Module:
-    """LayerNorm with AudioMAE's epsilon and PyTorch's two-pass variance; `dtype` is the output's."""
+    """LayerNorm, AudioMAE's epsilon, PyTorch's two-pass variance; `dtype` is the output's."""
     if resolve_kernels(kernels) == "cpu":
         return cpu_kernels.CpuLayerNorm(LAYER_NORM_EPSILON, dtype=dtype, name=name)
     return nn.LayerNorm(LAYER_NORM_EPSILON, dtype=dtype, use_fast_variance=False, name=name)

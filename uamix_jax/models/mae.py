@@ -179,8 +179,12 @@ def save(
         json.dump(config.to_dict(), f, indent=2)
 
 
-def load(directory: str | os.PathLike) -> tuple[MaskedAutoencoder, dict]:
-    """Reads a `save` directory back: (model, variables)."""
+def load(directory: str | os.PathLike, **encoder_overrides: Any) -> tuple[MaskedAutoencoder, dict]:
+    """Reads a `save` directory back: (model, variables).
+
+    encoder_overrides: AudioMAEConfig fields to change, execution ones (kernels, dtype, ...)
+      included, as `audiomae.load` takes them.
+    """
     directory = os.path.abspath(os.fspath(directory))
     config_path = os.path.join(directory, CONFIG_FILE)
     if not os.path.isfile(config_path):
@@ -198,4 +202,6 @@ def load(directory: str | os.PathLike) -> tuple[MaskedAutoencoder, dict]:
         collection: {"encoder": encoder[collection], "decoder": decoder[collection]}
         for collection in ("params", "constants")
     }
+    if encoder_overrides:
+        config = dataclasses.replace(config, encoder=config.encoder.replace(**encoder_overrides))
     return MaskedAutoencoder(config), variables

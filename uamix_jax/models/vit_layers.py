@@ -125,6 +125,7 @@ class Block(nn.Module):
         )
         norm1 = K.layer_norm(self.kernels, dtype=self.dtype, name="norm1")
         x = x + drop_path(attention(norm1(x), deterministic), deterministic)
-        mlp = Mlp(int(dim * self.mlp_ratio), self.dropout_rate, self.dtype, self.kernels, name="mlp")
+        hidden = int(dim * self.mlp_ratio)
+        mlp = Mlp(hidden, self.dropout_rate, self.dtype, self.kernels, name="mlp")
         norm2 = K.layer_norm(self.kernels, dtype=self.dtype, name="norm2")
         return x + drop_path(mlp(norm2(x), deterministic), deterministic)
