@@ -52,7 +52,7 @@ def starting_point(config: ml_collections.ConfigDict) -> tuple[mae.MaskedAutoenc
     """The MAE to pretrain: ``config.init_checkpoint`` (a ``mae.save`` directory, whose
     shape wins over ``config.model``) to continue pretraining, else a fresh one."""
     if config.init_checkpoint:
-        model, variables = mae.load(config.init_checkpoint)
+        model, variables = mae.load(config.init_checkpoint, kernels=config.model.kernels)
         stored = model.config.encoder.target_length
         if stored != config.data.target_length:
             raise ValueError(

@@ -90,7 +90,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     )
     init_rng, state_rng = jax.random.split(jax.random.PRNGKey(config.seed))
     encoder, encoder_variables = build_encoder(config, init_rng)
-    head = train_step.make_head(config.method, encoder.config.dtype)
+    head = train_step.make_head(config.method, encoder.config.dtype, encoder.config.kernels)
     mesh = sharding.make_mesh()
 
     def optimizer(stage: int):

@@ -21,13 +21,17 @@ from uamix_jax.training import mixing, nnclr, runner
 PyTree = Any
 
 
-def make_head(config: ml_collections.ConfigDict, dtype: str) -> nnclr_head.NNCLRHead:
-    """The NNCLR head described by the method config (``config.method``)."""
+def make_head(
+    config: ml_collections.ConfigDict, dtype: str, kernels: str = "auto"
+) -> nnclr_head.NNCLRHead:
+    """The NNCLR head described by the method config (``config.method``), with the
+    encoder's compute dtype and kernels."""
     return nnclr_head.NNCLRHead(
         proj_hidden_dim=config.proj_hidden_dim,
         output_dim=config.output_dim,
         pred_hidden_dim=config.pred_hidden_dim,
         dtype=jnp.dtype(dtype),
+        kernels=kernels,
     )
 
 
@@ -78,7 +82,9 @@ def make_loss(
     ``batch``: 'fbank' (B, T, F) normalised, 'id' (B,) clip ids, optionally 'label'
     (B,) class indices (only used to monitor the queue's NN accuracy).
     """
-    target_projector = nnclr_head.Projector(head.proj_hidden_dim, head.output_dim, head.dtype)
+    target_projector = nnclr_head.Projector(
+        head.proj_hidden_dim, head.output_dim, head.dtype, head.kernels
+    )
     patch_size = encoder.config.patch_size
 
     def targets(ema: PyTree, pooled: jax.Array, projections: jax.Array):
