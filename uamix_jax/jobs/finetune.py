@@ -115,6 +115,7 @@ def train_and_evaluate(
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Fine-tunes per ``config`` (see configs/finetune_*.py); writes workdir/results.json."""
+    config = runner.resolve_paths(config, workdir)
     if config.loss not in finetune.LOSSES:
         raise ValueError(f"config.loss={config.loss!r}: expected one of {finetune.LOSSES}")
     if config.metric not in ("mAP", "accuracy"):
