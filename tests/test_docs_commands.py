@@ -3,7 +3,7 @@
 The commands are the lines of the fenced shell blocks of README.md, docs/*.md and
 benchmarks/README.md (and any line of an untagged block that starts like one). Each must be
 - one of the README's two newcomer commands (CI runs the test command, `.ci/run`; the
-  demo's config is run at a tiny size by tests/test_main_demo.py), or
+  demo's config is run at a tiny size by tests/test_jobs_resume.py), or
 - in a block marked `<!-- docs-test: run -->`, which the test below runs as written, or
 - in COVERED: its normalised form maps to the test file that runs its entry point, and that
   file must contain the entry point and every `--flag` the command uses, or
@@ -98,6 +98,17 @@ COVERED = {
         ("convert_audiomae.main(",),
         "an MAE exported with --to-torch and read back with its decoder, bit-exact",
     ),
+    "python -m uamix_jax.data.soundfont --out": Run(
+        "tests/test_soundfont.py",
+        ("soundfont.main(", "--out"),
+        "the generator's command line on a small .sf2 the test writes",
+    ),
+    "python -m uamix_jax.data.builders --data_dir --layout --manual_dir": Run(
+        "tests/test_as20k_sequence.py",
+        ('"uamix_jax.data.builders"',),
+        "the builder command line (there with --config as20k; docs/data.md's folder-layout "
+        "block runs as written)",
+    ),
     "python -m uamix_jax.embed --checkpoint --input --output": Run(
         "tests/test_embed.py",
         ("embed.main(",),
@@ -119,6 +130,10 @@ COVERED = {
 
 # Normalised command -> why no test runs it. Each is reported as a skip.
 NOT_RUN = {
+    "pip install -e .[soundfont]": "an install line of an optional extra (pretty-midi, for its "
+    "SoundFont); the tests write their own small .sf2 files",
+    "main.py configs/replay_soundfont.py": "the full replay runs for hours; tests/test_replay.py "
+    "runs its quick setting (configs/replay_soundfont.py:quick) through the same driver",
     "main.py configs/finetune_synthetic.py": "tests/test_finetune.py runs the finetune job "
     "on finetune_recipe('synthetic'), which this file calls, and tests/test_eval_configs.py "
     "builds this file, but no test runs the file itself",
