@@ -38,7 +38,7 @@ def test_finetune_config_fields_are_valid(name):
 
 def test_as20k_recipe_matches_audiomae():
     config = _config("finetune_as20k")
-    assert (config.loss, config.metric, config.epochs, config.data.batch_size) == (
+    assert (config.loss, config.metric, config.schedule.num_epochs, config.data.batch_size) == (
         "bce",
         "mAP",
         60,
@@ -46,7 +46,7 @@ def test_as20k_recipe_matches_audiomae():
     )
     assert (config.data.mixup_prob, config.data.mixup_alpha) == (0.5, 10.0)
     assert (config.specaug.freq_mask, config.specaug.time_mask) == (48, 192)
-    assert (config.mask_t_prob, config.mask_f_prob, config.drop_path_rate) == (0.2, 0.2, 0.1)
+    assert (config.mask_t_prob, config.mask_f_prob, config.model.drop_path_rate) == (0.2, 0.2, 0.1)
     assert config.optim.layer_decay == 0.75 and config.optim.base_lr == 1e-3
     assert config.optim.warmup_fraction == pytest.approx(4 / 60)
     assert config.optim.weight_decay[-1] == (".*", 5e-4)

@@ -48,6 +48,7 @@ def run_config(kind: str) -> ml_collections.ConfigDict:
                 "min_lr": 0.0,
                 "b1": 0.9,
                 "b2": 0.95,
+                "eps": 1e-8,
                 "layer_decay": 1.0,
                 "grad_clip": None,
                 "weight_decay": [(r".*/(bias|scale)", 0.0), (r".*", 1e-4)],
