@@ -194,9 +194,8 @@ def train(
                 if task.describe_stage is not None:
                     log.stage(step, stage, task.describe_stage(state, stage))
             batch = next(iterator)
-            state, metrics = step_fn(
-                state, sharding.global_batch({k: batch[k] for k in task.batch_keys if k in batch}, mesh)
-            )
+            batch = {key: batch[key] for key in task.batch_keys if key in batch}
+            state, metrics = step_fn(state, sharding.global_batch(batch, mesh))
             step += 1
             last = step == task.total_steps
             log_now, eval_now = step % config.log_every == 0 or last, task.eval_due(step)
