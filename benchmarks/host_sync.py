@@ -25,31 +25,17 @@ def main(argv: list[str] | None = None) -> None:
     import jax
     import numpy as np
 
+    from step_time import tuning_step
+
     from configs import demo
-    from uamix_jax.jobs import tune
-    from uamix_jax.training import optim, runner, sharding, train_step
+    from uamix_jax.training import sharding
 
     config = demo.tune_config()
     config.data.batch_size = args.batch_size
-    encoder, variables = tune.build_encoder(config, jax.random.key(0))
-    head = train_step.make_head(config.method, encoder.config.dtype)
-    blocks = encoder.config.depth
-    tx = optim.make_optimizer(
-        config.optim, depth=blocks, trainable_blocks=blocks, global_batch=args.batch_size,
-        total_steps=1000,
-    )
-    mesh = sharding.make_mesh()
-    state = sharding.replicate(
-        train_step.create_state(
-            config.method, variables, head, encoder.config.embed_dim, tx, jax.random.key(1)
-        ),
-        mesh,
-    )
-    step = runner.jit_step(
-        train_step.make_step(encoder, head, tx, config.method, config.data.augment, blocks), mesh
-    )
+    depth = config.model.overrides.depth
+    step, state, mesh = tuning_step(config, depth)
     rng = np.random.default_rng(0)
-    shape = (args.batch_size, config.data.target_length, encoder.config.num_mel_bins)
+    shape = (args.batch_size, config.data.target_length, 128)
     batch = sharding.global_batch(
         {
             "fbank": rng.standard_normal(shape, np.float32),

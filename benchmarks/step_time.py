@@ -62,6 +62,36 @@ def bench_config(model: dict[str, Any], batch_size: int, dtype: str, trainable_b
     return config
 
 
+def tuning_step(config, trainable_blocks: int):
+    """(jitted step, replicated state, mesh) of the tuning job's step for ``config``, random
+    weights, the top ``trainable_blocks`` trainable."""
+    import jax
+
+    from uamix_jax.jobs import tune
+    from uamix_jax.training import optim, runner, sharding, train_step
+
+    encoder, variables = tune.build_encoder(config, jax.random.key(0))
+    head = train_step.make_head(config.method, encoder.config.dtype, encoder.config.kernels)
+    tx = optim.make_optimizer(
+        config.optim,
+        depth=encoder.config.depth,
+        trainable_blocks=trainable_blocks,
+        global_batch=config.data.batch_size,
+        total_steps=1000,
+    )
+    mesh = sharding.make_mesh()
+    state = sharding.replicate(
+        train_step.create_state(
+            config.method, variables, head, encoder.config.embed_dim, tx, jax.random.key(1)
+        ),
+        mesh,
+    )
+    step = train_step.make_step(
+        encoder, head, tx, config.method, config.data.augment, trainable_blocks
+    )
+    return runner.jit_step(step, mesh), state, mesh
+
+
 def step_sizes(model: dict[str, Any], batch_size: int, dtype: str) -> StepSizes:
     """The sizes of our step for this model, for the PyTorch worker and the FLOP count."""
     from uamix_jax.models import audiomae
@@ -125,34 +155,12 @@ class JaxWorker:
         self.steps: dict[int, list] = {}
 
     def setup(self, trainable_blocks: int) -> dict[str, Any]:
-        from uamix_jax.jobs import tune
-        from uamix_jax.training import optim, runner, sharding, train_step
+        from uamix_jax.training import sharding
 
         jax = self.jax
         config = bench_config(self.model, self.batch_size, self.dtype, trainable_blocks)
-        encoder, variables = tune.build_encoder(config, jax.random.key(0))
-        head = train_step.make_head(config.method, encoder.config.dtype)
-        tx = optim.make_optimizer(
-            config.optim,
-            depth=encoder.config.depth,
-            trainable_blocks=trainable_blocks,
-            global_batch=self.batch_size,
-            total_steps=1000,
-        )
-        mesh = sharding.make_mesh()
-        state = sharding.replicate(
-            train_step.create_state(
-                config.method, variables, head, encoder.config.embed_dim, tx, jax.random.key(1)
-            ),
-            mesh,
-        )
+        step, state, mesh = tuning_step(config, trainable_blocks)
         batch = sharding.global_batch(self.host_batch, mesh)
-        step = runner.jit_step(
-            train_step.make_step(
-                encoder, head, tx, config.method, config.data.augment, trainable_blocks
-            ),
-            mesh,
-        )
         start = time.perf_counter()
         compiled = step.lower(state, batch).compile()
         compile_s = time.perf_counter() - start
