@@ -112,15 +112,10 @@ def main_command(job: str, workdir: str, data_dir: str = "", *overrides: str) ->
     ]
 
 
-def subprocess_env(cache_dir: str, **variables: str) -> dict[str, str]:
-    """The environment of a main.py subprocess: processes that compile the same steps share
-    a compilation cache."""
-    return dict(
-        os.environ,
-        JAX_COMPILATION_CACHE_DIR=cache_dir,
-        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-        **variables,
-    )
+def subprocess_env(**variables: str) -> dict[str, str]:
+    """The environment of a main.py subprocess: this one's (with the test process's
+    compilation cache, tests/conftest.py) and ``variables``."""
+    return dict(os.environ, **variables)
 
 
 def checkpoint_steps(checkpoint_dir: str) -> list[int]:

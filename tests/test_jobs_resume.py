@@ -42,7 +42,7 @@ def test_demo_killed_during_pretraining_resumes_to_identical_state(demo_referenc
     reference_dir, _ = demo_reference
     workdir = str(tmp_path / "killed")
     command = jobs_testing.main_command("demo", workdir)
-    env = jobs_testing.subprocess_env(str(tmp_path / "jax_cache"))
+    env = jobs_testing.subprocess_env()
     process = subprocess.Popen(
         command, cwd=jobs_testing.REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -75,7 +75,7 @@ def test_finetune_killed_mid_run_resumes_to_identical_state(tmp_path):
 
     workdir = str(tmp_path / "killed")
     command = jobs_testing.main_command("finetune", workdir, data_dir)
-    env = jobs_testing.subprocess_env(str(tmp_path / "jax_cache"))
+    env = jobs_testing.subprocess_env()
     process = subprocess.Popen(
         command, cwd=jobs_testing.REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )

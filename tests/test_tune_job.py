@@ -62,7 +62,7 @@ def test_sigkilled_run_resumes_to_identical_state(reference, tmp_path):
     command = jobs_testing.main_command(
         "tune", workdir, os.path.join(reference_dir, "data"), "--config.checkpoint.every_steps=3"
     )
-    env = jobs_testing.subprocess_env(str(tmp_path / "jax_cache"))
+    env = jobs_testing.subprocess_env()
     checkpoints = os.path.join(workdir, "checkpoints")
     process = subprocess.Popen(
         command, cwd=jobs_testing.REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
