@@ -121,10 +121,12 @@ def get_config(setting: str = "") -> ml_collections.ConfigDict:
     encoder = dict(preset="tiny", overrides=dict(embed_dim=128, depth=4, num_heads=4))
     mae_model = dict(encoder, decoder_embed_dim=96, decoder_depth=2, decoder_num_heads=4,
                      decoder_mode="global")  # fmt: skip
-    config.pretrain = pretrain_config(mae_model, target_length, batch, epochs=60)
-    # 8 epochs: head alone, then the top 1 and top 2 of the 4 blocks (the paper's upper half).
+    # 20 epochs (1,000 steps): chosen on the validation programs over a wider MAE (192) trained
+    # for 120 epochs, whose pooled features were worse (benchmarks/NOTES.md#replay-soundfont).
+    config.pretrain = pretrain_config(mae_model, target_length, batch, epochs=20)
+    # 6 epochs: head alone, then the top 1 and top 2 of the 4 blocks (the paper's upper half).
     config.tune = tune_config(
-        encoder, target_length, batch, epochs=8, stages=((0, 0), (2, 1), (4, 2))
+        encoder, target_length, batch, epochs=6, stages=((0, 0), (1, 1), (2, 2))
     )
     # The compared tunings: name -> (dotted field of config.tune, value) overrides.
     last_stage = config.tune.schedule.stages[-1]

@@ -70,9 +70,10 @@ def test_flops_follow_views_trainable_blocks_and_schedule():
     assert flops[0] < flops[1] < flops[2]
     no_mix = replay.tune_step_flops(encoder, dict(method, mix="none"), 64, 2)
     assert no_mix < flops[2]
-    # A run: 2 epochs head-only, 2 with one block, 4 with two (the stages of the config).
-    run = replay.tune_run_flops(encoder, config.tune, total_steps=80)
-    assert run == 10 * (2 * flops[0] + 2 * flops[1] + 4 * flops[2])
+    # A run: 1 epoch head-only, 1 with one block, 4 with two (the stages of the config).
+    assert config.tune.schedule.stages == ((0, 0), (1, 1), (2, 2))
+    run = replay.tune_run_flops(encoder, config.tune, total_steps=60)
+    assert run == 10 * (flops[0] + flops[1] + 4 * flops[2])
     mae_model = config.pretrain.model.to_dict()
     masked = replay.pretrain_step_flops(encoder, mae_model, 64, 0.8)
     assert masked < replay.pretrain_step_flops(encoder, mae_model, 64, 0.0)
