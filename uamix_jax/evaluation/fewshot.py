@@ -8,6 +8,7 @@ confidence interval of 1.96 * std / sqrt(episodes).
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Callable
 
 import numpy as np
@@ -104,9 +105,16 @@ def logreg_predict(
     Tian et al. (ECCV 2020), so numbers are comparable with that literature.
     """
     del n_way  # Implied by the labels; kept for a common classifier signature.
-    classifier = LogisticRegression(C=1.0, max_iter=1000)
-    classifier.fit(l2_normalize(support), support_labels)
+    classifier = fit_logistic_regression(l2_normalize(support), support_labels)
     return classifier.predict(l2_normalize(query))
+
+
+def fit_logistic_regression(features: np.ndarray, labels: np.ndarray) -> LogisticRegression:
+    """LogisticRegression(C=1) fitted to few examples per class. scikit-learn warns when
+    most rows have a class of their own, which 1-shot problems have by design."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "The number of unique classes is greater than 50%")
+        return LogisticRegression(C=1.0, max_iter=1000).fit(features, labels)
 
 
 def centre_on_support(support: np.ndarray, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -8,7 +8,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.multiclass import OneVsRestClassifier
 
-from uamix_jax.evaluation.fewshot import l2_normalize
+from uamix_jax.evaluation.fewshot import fit_logistic_regression, l2_normalize
 from uamix_jax.evaluation.metrics import accuracy, mean_and_ci95, mean_average_precision
 
 
@@ -51,7 +51,7 @@ def fit_and_score(
         # Classes with no sampled positive can only be predicted as absent; sklearn warns.
         classifier.fit(train_x, (train_y > 0.5).astype(np.int32))
         return mean_average_precision(classifier.decision_function(test_x), test_y)
-    classifier = LogisticRegression(C=1.0, max_iter=1000).fit(train_x, train_y)
+    classifier = fit_logistic_regression(train_x, train_y)
     # Probabilities are (N, classes) even for two classes (decision_function is then 1-D);
     # a test class never seen in training keeps probability 0.
     probabilities = np.zeros((test_x.shape[0], int(max(train_y.max(), test_y.max())) + 1))
