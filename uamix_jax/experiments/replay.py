@@ -535,18 +535,18 @@ def _bar_chart(results: Mapping[str, Mapping], path: str, title: str) -> None:
     names = list(results)
     width = 0.8 / len(names)
     figure, axis = plt.subplots(figsize=(max(8, 1.6 * len(metrics)), 4.5))
-    colours = plt.get_cmap("tab10")
+    colours = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
     for i, name in enumerate(names):
         means = [100 * results[name]["fewshot"][m]["mean"] for m in metrics]
         cis = [100 * results[name]["fewshot"][m]["ci95"] for m in metrics]
         positions = np.arange(len(metrics)) + (i - (len(names) - 1) / 2) * width
         axis.bar(positions, means, width, yerr=cis, capsize=2, label=name,
-                 color=colours(i % 10))  # fmt: skip
+                 color=colours(i % colours.N))  # fmt: skip
     axis.set_xticks(np.arange(len(metrics)))
     axis.set_xticklabels([m.replace("/", "\n") for m in metrics])
     axis.set_ylabel("accuracy (%), 95% CI")
     axis.set_title(title)
-    axis.legend(fontsize=7, ncol=2)
+    axis.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.14))
     axis.grid(axis="y", alpha=0.3)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
