@@ -33,9 +33,9 @@ def main(argv: list[str] | None = None) -> None:
     config = demo.tune_config()
     config.data.batch_size = args.batch_size
     depth = config.model.overrides.depth
-    step, state, mesh = tuning_step(config, depth)
+    step, state, mesh, encoder = tuning_step(config, depth)
     rng = np.random.default_rng(0)
-    shape = (args.batch_size, config.data.target_length, 128)
+    shape = (args.batch_size, encoder.target_length, encoder.num_mel_bins)
     batch = sharding.global_batch(
         {
             "fbank": rng.standard_normal(shape, np.float32),

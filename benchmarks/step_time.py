@@ -63,8 +63,8 @@ def bench_config(model: dict[str, Any], batch_size: int, dtype: str, trainable_b
 
 
 def tuning_step(config, trainable_blocks: int):
-    """(jitted step, replicated state, mesh) of the tuning job's step for ``config``, random
-    weights, the top ``trainable_blocks`` trainable."""
+    """(jitted step, replicated state, mesh, encoder config) of the tuning job's step for
+    ``config``, random weights, the top ``trainable_blocks`` trainable."""
     import jax
 
     from uamix_jax.jobs import tune
@@ -89,7 +89,7 @@ def tuning_step(config, trainable_blocks: int):
     step = train_step.make_step(
         encoder, head, tx, config.method, config.data.augment, trainable_blocks
     )
-    return runner.jit_step(step, mesh), state, mesh
+    return runner.jit_step(step, mesh), state, mesh, encoder.config
 
 
 def step_sizes(model: dict[str, Any], batch_size: int, dtype: str) -> StepSizes:
@@ -159,7 +159,7 @@ class JaxWorker:
 
         jax = self.jax
         config = bench_config(self.model, self.batch_size, self.dtype, trainable_blocks)
-        step, state, mesh = tuning_step(config, trainable_blocks)
+        step, state, mesh, _ = tuning_step(config, trainable_blocks)
         batch = sharding.global_batch(self.host_batch, mesh)
         start = time.perf_counter()
         compiled = step.lower(state, batch).compile()

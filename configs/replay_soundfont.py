@@ -122,7 +122,7 @@ def get_config(setting: str = "") -> ml_collections.ConfigDict:
     mae_model = dict(encoder, decoder_embed_dim=96, decoder_depth=2, decoder_num_heads=4,
                      decoder_mode="global")  # fmt: skip
     # 20 epochs (1,000 steps): chosen on the validation programs over a wider MAE (192) trained
-    # for 120 epochs, whose pooled features were worse (benchmarks/NOTES.md#replay-soundfont).
+    # for 120 epochs, whose pooled features were worse (benchmarks/NOTES.md#replay-larger-mae).
     config.pretrain = pretrain_config(mae_model, target_length, batch, epochs=20)
     # 6 epochs: head alone, then the top 1 and top 2 of the 4 blocks (the paper's upper half).
     config.tune = tune_config(
