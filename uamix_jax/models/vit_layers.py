@@ -50,7 +50,8 @@ class PatchEmbed(nn.Module):
             strides=(p, p),
             padding="VALID",
             dtype=self.dtype,
-            kernel_init=nn.initializers.xavier_uniform(),
+            # AudioMAE's xavier_uniform on the weight viewed as (D, p*p): fans p*p and D.
+            kernel_init=nn.initializers.xavier_uniform(in_axis=(0, 1, 2), out_axis=-1),
             name="proj",
         )
         x = proj(fbank[..., None].astype(self.dtype))
