@@ -1,4 +1,5 @@
-"""uamix_jax.hear on a tiny random-init encoder with AudioMAE's 1024-frame windows."""
+"""uamix_jax.hear on a tiny random-init encoder with AudioMAE's 1024-frame windows (and the
+shorter 128, 256 and 512-frame ones that short audio is encoded in)."""
 
 import importlib.util
 import math
@@ -88,13 +89,156 @@ def test_long_scene_is_the_frame_weighted_mean_of_its_windows(checkpoint, model)
     clip = _noise(10.5, seed=3)[0]
     clip = clip - clip.mean()
     scene = hear.get_scene_embeddings(clip[None], model)[0]
-    encoder, variables = audiomae.load(checkpoint)
-    fbank = audio.kaldi_fbank(clip)  # 1048 frames: a full window, then 24 frames + padding
     stats = audio.NORM_STATS["audioset"]
+    fbank = audio.kaldi_fbank(clip)  # 1048 frames: a full window, then 24 frames
+    full, full_variables = audiomae.load(checkpoint)
     first = audio.clip_features(clip, 1024, stats)
-    second = audio.normalize(audio.pad_or_crop(fbank[1024:], 1024), stats)
-    pooled = np.asarray(encoder.apply(variables, np.stack([first, second])).pooled)
-    np.testing.assert_allclose(scene, (1024 * pooled[0] + 24 * pooled[1]) / 1048, atol=1e-5)
+    pooled_first = np.asarray(full.apply(full_variables, first[None]).pooled)[0]
+    # The last 24 frames are encoded in the shortest window, 128 frames.
+    short, short_variables = audiomae.load(checkpoint, target_length=128)
+    second = audio.normalize(audio.pad_or_crop(fbank[1024:], 128), stats)
+    pooled_second = np.asarray(short.apply(short_variables, second[None]).pooled)[0]
+    np.testing.assert_allclose(scene, (1024 * pooled_first + 24 * pooled_second) / 1048, atol=1e-5)
+
+
+def _reference(checkpoint, clip, length_for):
+    """The windowing written out plainly, one window at a time: windows every 1024 frames,
+    each shifted by 0, 4, 8 and 12 frames for timestamps, all passes of window k encoded at
+    length_for(real frames of window k) frames with audiomae.load's positional embedding.
+
+    Returns the scene embedding, the column embeddings and their first frames, sorted.
+    """
+    clip = clip - clip.mean()
+    fbank = audio.kaldi_fbank(clip)
+    frames = fbank.shape[0]
+    stats = audio.NORM_STATS["audioset"]
+    encoders = {}
+    pooled, weights, columns, firsts = [], [], [], []
+    for base in range(0, frames, 1024):
+        length = length_for(min(1024, frames - base))
+        if length not in encoders:
+            encoder, variables = audiomae.load(checkpoint, target_length=length)
+            encoders[length] = (jax.jit(encoder.apply), variables)
+        apply, variables = encoders[length]
+        for offset in (0, 4, 8, 12):
+            start = base + offset
+            if start >= frames:
+                continue
+            window = audio.pad_or_crop(fbank[start : start + length], length)
+            output = apply(variables, audio.normalize(window, stats)[None])
+            tokens = np.asarray(output.tokens)[0, 1:].reshape(length // 16, 8, -1)
+            for column in range(length // 16):
+                if start + 16 * column < frames:
+                    columns.append(tokens[column].mean(axis=0))
+                    firsts.append(start + 16 * column)
+            if offset == 0:
+                pooled.append(np.asarray(output.pooled)[0])
+                weights.append(min(1024, frames - base))
+    weights = np.asarray(weights, np.float64)
+    scene = weights @ np.asarray(pooled, np.float64) / weights.sum()
+    order = np.argsort(firsts, kind="stable")
+    return scene, np.asarray(columns)[order], np.asarray(firsts)[order]
+
+
+def _fitting(real_frames):
+    return next(n for n in (128, 256, 512, 1024) if n >= real_frames)
+
+
+def _samples(frames):
+    return 400 + 160 * (frames - 1)  # the fewest samples giving that many fbank frames
+
+
+def test_window_lengths():
+    assert hear.window_lengths(1024, 16, 128) == (128, 256, 512, 1024)
+    assert hear.window_lengths(992, 16, 128) == (128, 256, 512, 992)
+    assert hear.window_lengths(256, 16, 128) == (128, 256)
+    assert hear.window_lengths(64, 16, 128) == (64,)
+    assert hear.window_lengths(1024, 16, 1024) == (1024,)
+    assert hear.window_lengths(1024, 16, 16) == (16, 32, 64, 128, 256, 512, 1024)
+    with pytest.raises(ValueError, match="multiple of the 16-frame patch"):
+        hear.window_lengths(1024, 16, 100)
+    with pytest.raises(ValueError, match="positive int"):
+        hear.window_lengths(1024, 16, 0)
+
+
+def test_fitting_window(model):
+    assert model.window_lengths == (128, 256, 512, 1024)
+    fits = [model.fitting_window(n) for n in (1, 98, 128, 129, 256, 500, 513, 1024)]
+    assert fits == [128, 128, 128, 256, 256, 512, 1024, 1024]
+
+
+@pytest.mark.parametrize("frames", [98, 128, 200, 1024, 1048])
+def test_windows_fit_the_audio(checkpoint, model, frames):
+    """Scene and timestamp embeddings equal the plain reference with each window encoded at
+    the shortest length holding it: for 128 frames, exactly the padded path of a 128-frame
+    model (`load_model(target_length=128)`); for 1024, today's padded 1024-frame path."""
+    clip = _noise(_samples(frames) / RATE, seed=frames)
+    scene, columns, firsts = _reference(checkpoint, clip[0], _fitting)
+    np.testing.assert_allclose(hear.get_scene_embeddings(clip, model)[0], scene, atol=1e-5)
+    embeddings, timestamps = hear.get_timestamp_embeddings(clip, model)
+    np.testing.assert_allclose(embeddings[0], columns, atol=1e-5)
+    np.testing.assert_array_equal(timestamps[0], hear.column_centres_ms(firsts, frames, 16))
+    if frames <= 128:
+        short = hear.load_model(checkpoint, batch_size=4, target_length=128)
+        expected = hear.get_scene_embeddings(clip, short)
+        np.testing.assert_allclose(hear.get_scene_embeddings(clip, model), expected, atol=1e-6)
+
+
+def test_full_windows_reproduce_the_padded_path(checkpoint, model):
+    """min_window_frames=1024 pads every window to 1024 frames; the fitted windows change
+    the embeddings of a short sound (every token attends to the padding) but neither the
+    timestamps nor any window that holds 1024 real frames."""
+    padded = hear.load_model(checkpoint, batch_size=4, min_window_frames=1024)
+    assert padded.window_lengths == (1024,)
+    clip = _noise(1.0, seed=7)
+    scene, columns, _ = _reference(checkpoint, clip[0], lambda real: 1024)
+    np.testing.assert_allclose(hear.get_scene_embeddings(clip, padded)[0], scene, atol=1e-5)
+    padded_frames, padded_ts = hear.get_timestamp_embeddings(clip, padded)
+    np.testing.assert_allclose(padded_frames[0], columns, atol=1e-5)
+    fitted_frames, fitted_ts = hear.get_timestamp_embeddings(clip, model)
+    np.testing.assert_array_equal(fitted_ts, padded_ts)
+    assert not np.allclose(fitted_frames, padded_frames, atol=1e-3)
+    assert not np.allclose(
+        hear.get_scene_embeddings(clip, model), hear.get_scene_embeddings(clip, padded), atol=1e-3
+    )
+
+    long = _noise(10.5, seed=8)  # 1048 frames: the windows from frame 1024 on are short
+    fitted_frames, fitted_ts = hear.get_timestamp_embeddings(long, model)
+    padded_frames, padded_ts = hear.get_timestamp_embeddings(long, padded)
+    np.testing.assert_array_equal(fitted_ts, padded_ts)
+    whole = np.arange(fitted_ts.shape[1]) < 256  # columns from the windows starting before 1024
+    np.testing.assert_allclose(fitted_frames[0, whole], padded_frames[0, whole], atol=1e-6)
+    assert not np.allclose(fitted_frames[0, ~whole], padded_frames[0, ~whole], atol=1e-3)
+
+
+@pytest.mark.parametrize("level", ["scene", "timestamp"])
+def test_a_stream_of_mixed_lengths(model, level):
+    """Sounds of different window lengths, streamed: each result is what the sound gives
+    alone, in order, and a sound waiting in a part-filled queue holds back at most
+    4 x batch_size finished ones. (Batches of other sizes round differently: 1e-5.)"""
+    lengths = [1.0] + [2.5] * 20 + [0.5, 10.5, 3.0]
+    waveforms = [_noise(s, seed=i)[0] for i, s in enumerate(lengths)]
+    read = []
+
+    def stream():
+        for waveform in waveforms:
+            read.append(waveform)
+            yield waveform
+
+    results = []
+    for result in hear.embed_waveforms(stream(), model, level=level):
+        results.append((len(read), result))
+    assert len(results) == len(waveforms)
+    if level == "scene":  # the 1-s sound's one 128-frame window waits for company
+        assert results[0][0] == 4 * model.batch_size + 1
+    for waveform, (_, result) in zip(waveforms, results):
+        if level == "scene":
+            alone = hear.get_scene_embeddings(waveform[None], model)[0]
+            np.testing.assert_allclose(result, alone, atol=1e-5)
+        else:
+            alone, alone_ts = hear.get_timestamp_embeddings(waveform[None], model)
+            np.testing.assert_allclose(result[0], alone[0], atol=1e-5)
+            np.testing.assert_array_equal(result[1], alone_ts[0])
 
 
 def test_a_click_moves_the_timestamps_around_it(model):
@@ -190,6 +334,8 @@ def test_bad_input_is_named(model, checkpoint):
         hear.load_model(checkpoint, timestamp_hop_ms=50)
     with pytest.raises(ValueError, match="norm="):
         hear.load_model(checkpoint, norm="librispeech")
+    with pytest.raises(ValueError, match="min_window_frames=100"):
+        hear.load_model(checkpoint, min_window_frames=100)
     with pytest.raises(ValueError, match="model_file_path"):
         hear.load_model()
 

@@ -4,8 +4,9 @@
 writes out/clips.npy (N, D) float32 and out/clips.csv (row index, file path), one row per
 file in sorted path order. With --level timestamp, out/clips.npy holds every file's
 timestamp embeddings one after another and out/clips.csv names each row's file and
-timestamp (ms, centre). Files of any length are embedded in windows of the checkpoint's
-length; uamix_jax.hear (docs/hear.md) describes the windows, the pooling and the timestamps.
+timestamp (ms, centre). Files of any length are embedded in windows of at most the
+checkpoint's length (shorter audio in shorter windows); uamix_jax.hear (docs/hear.md)
+describes the windows, the pooling and the timestamps.
 
 Files that cannot be used (undecodable, empty, NaN/inf, shorter than one 25 ms frame) are
 skipped with a message and listed, one JSON object a line, in out/clips.skipped.jsonl;

@@ -11,20 +11,26 @@ frame (400 samples) long; NumPy, JAX or torch. Results come back in the input's 
 How a sound becomes embeddings (docs/hear.md says more):
 - Front end: the sound's mean is removed and its Kaldi fbank computed on the host, as for
   training. The fbank is cut into windows of the checkpoint's `target_length` frames (10.24 s
-  for AudioSet models); a window that runs past the end is zero-padded in raw log-mel and then
-  normalised, exactly as AudioMAE pads a short clip. Windows from all sounds are encoded in
-  device batches of `batch_size` windows (the tail in a zero-filled batch of the next power of
-  two), so the jitted encoder compiles for a handful of shapes whatever the audio lengths.
+  for AudioSet models). A window holding fewer real frames (a short sound, a long sound's
+  last window) is encoded at the shortest of a few window lengths that holds them
+  (`window_lengths`: 128, 256, 512 and 1024 frames for AudioSet models), with the positional
+  embedding cropped as AudioMAE does for its 128- and 512-frame fine-tuning
+  (`pos_embed.adapt_pos_embed`); the rest of that length is zero-padded in raw log-mel and
+  then normalised, exactly as AudioMAE pads a short clip. Windows from all sounds are encoded
+  in device batches of `batch_size` windows of one length (a tail in a zero-filled batch of
+  the next power of two), so the jitted encoder compiles for a handful of shapes whatever
+  the audio lengths.
 - Scene: windows start every `target_length` frames (no overlap); the scene embedding is the
   mean of their pooled embeddings weighted by how many real (not padding) frames each holds.
-  A sound of at most one window gets exactly the encoder's pooled embedding, i.e. what
-  `python -m uamix_jax.embed` wrote before long files were windowed.
+  A sound of at most one window gets exactly the encoder's pooled embedding of the sound in
+  its window length.
 - Timestamps: one embedding per time column of patch tokens (the mean over its frequency
   patches; for a fine-tuned 'fc_norm' encoder, that mean through fc_norm, as pooling does). A
   column spans `patch_size` frames (160 ms), so the windows are encoded `patch_size / hop`
   times, shifted by 0, hop, 2 hop, ... frames, and the columns interleave into a grid with
   `timestamp_hop_ms` spacing (default 40 ms: four encoder passes per window of audio, four
-  times the scene cost). Every timestamp embedding is a column the encoder actually produced;
+  times the scene cost). The shifted passes of a window are encoded at that window's length.
+  Every timestamp embedding is a column the encoder actually produced;
   nothing is interpolated. A column's timestamp is the centre of the real audio its frames
   cover, so the last few, which partly cover padding, are closer together than the hop.
 """
@@ -45,10 +51,13 @@ import numpy as np
 from uamix_jax import audio as audio_lib
 from uamix_jax.audio import mel
 from uamix_jax.models import audiomae
+from uamix_jax.models.pos_embed import adapt_pos_embed
 
 SAMPLE_RATE = 16000
 DEFAULT_TIMESTAMP_HOP_MS = 40.0
 DEFAULT_BATCH_SIZE = 16
+# Shortest window: AudioMAE's shortest fine-tuning input (Speech Commands, 1.28 s).
+DEFAULT_MIN_WINDOW_FRAMES = 128
 FRAMEWORKS = ("jax", "torch")
 LAYER_NORM_EPSILON = 1e-6  # every AudioMAE LayerNorm uses it
 
@@ -62,6 +71,9 @@ class HearModel:
     norm_stats: tuple[float, float]
     timestamp_hop_frames: int
     batch_size: int
+    # Window length in frames -> (encoder, variables) at that length, the longest being
+    # `encoder` itself; see `window_lengths`.
+    windows: dict = dataclasses.field(default_factory=dict)
     sample_rate: int = SAMPLE_RATE
 
     @property
@@ -81,6 +93,18 @@ class HearModel:
     def timestamp_hop_ms(self) -> float:
         return self.timestamp_hop_frames * mel.FRAME_SHIFT_MS
 
+    @property
+    def window_lengths(self) -> tuple[int, ...]:
+        """The window lengths (frames) the encoder runs at, shortest first."""
+        return tuple(sorted(self.windows))
+
+    def fitting_window(self, real_frames: int) -> int:
+        """The shortest window length holding `real_frames` frames (the longest if none does)."""
+        for length in self.window_lengths:
+            if length >= real_frames:
+                return length
+        return self.window_frames
+
 
 def load_model(
     model_file_path: Union[str, os.PathLike] = "",
@@ -89,6 +113,7 @@ def load_model(
     timestamp_hop_ms: float = DEFAULT_TIMESTAMP_HOP_MS,
     batch_size: int = DEFAULT_BATCH_SIZE,
     target_length: Optional[int] = None,
+    min_window_frames: int = DEFAULT_MIN_WINDOW_FRAMES,
     framework: str = "jax",
 ) -> Any:
     """Loads an `audiomae.save` directory for the HEAR functions.
@@ -101,6 +126,8 @@ def load_model(
     batch_size: windows per device call.
     target_length: window length in frames, at most the checkpoint's (shorter windows crop the
       positional embedding as AudioMAE's fine-tuning recipes do).
+    min_window_frames: the shortest window; see `window_lengths`. `target_length` (or more)
+      pads every window to the full length.
     framework: 'jax' returns a HearModel; 'torch' wraps it in a torch.nn.Module (no
       parameters; computation stays in JAX) for hear-eval-kit, which accepts only torch or
       TensorFlow models: pass `--model-options '{"framework": "torch"}'` to its runner.
@@ -112,7 +139,12 @@ def load_model(
     _check_settings(norm, batch_size)
     encoder, variables = audiomae.load(model_file_path, target_length=target_length)
     model = from_encoder(
-        encoder, variables, norm=norm, timestamp_hop_ms=timestamp_hop_ms, batch_size=batch_size
+        encoder,
+        variables,
+        norm=norm,
+        timestamp_hop_ms=timestamp_hop_ms,
+        batch_size=batch_size,
+        min_window_frames=min_window_frames,
     )
     return _torch_wrapper_class()(model) if framework == "torch" else model
 
@@ -124,16 +156,50 @@ def from_encoder(
     norm: str = "audioset",
     timestamp_hop_ms: float = DEFAULT_TIMESTAMP_HOP_MS,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    min_window_frames: int = DEFAULT_MIN_WINDOW_FRAMES,
 ) -> HearModel:
     """A HearModel from an encoder already in memory (e.g. right after training)."""
     _check_settings(norm, batch_size)
+    config = encoder.config
+    variables = jax.device_put(variables)
+    windows = {config.target_length: (encoder, variables)}
+    for length in window_lengths(config.target_length, config.patch_size, min_window_frames)[:-1]:
+        short = config.replace(target_length=length)
+        constants = dict(variables["constants"])
+        constants["pos_embed"] = jax.device_put(
+            adapt_pos_embed(np.asarray(constants["pos_embed"]), config.grid, short.grid)
+        )
+        windows[length] = (audiomae.AudioMAEEncoder(short), {**variables, "constants": constants})
     return HearModel(
         encoder=encoder,
-        variables=jax.device_put(variables),
+        variables=variables,
         norm_stats=audio_lib.NORM_STATS[norm],
-        timestamp_hop_frames=_hop_frames(timestamp_hop_ms, encoder.config.patch_size),
+        timestamp_hop_frames=_hop_frames(timestamp_hop_ms, config.patch_size),
         batch_size=batch_size,
+        windows=windows,
     )
+
+
+def window_lengths(target_length: int, patch: int, min_window_frames: int) -> tuple[int, ...]:
+    """Window lengths in frames, shortest first: min_window_frames doubling while shorter than
+    target_length, then target_length (only target_length if min_window_frames >= it).
+
+    All are multiples of the patch size, so each is a whole grid of time patches; a task
+    therefore compiles the encoder for at most this many window lengths.
+    """
+    if not (isinstance(min_window_frames, int) and min_window_frames > 0):
+        raise ValueError(f"min_window_frames={min_window_frames!r} must be a positive int")
+    if min_window_frames % patch:
+        raise ValueError(
+            f"min_window_frames={min_window_frames} must be a multiple of the {patch}-frame "
+            "patch width"
+        )
+    lengths = []
+    length = min_window_frames
+    while length < target_length:
+        lengths.append(length)
+        length *= 2
+    return tuple(lengths) + (target_length,)
 
 
 def _check_settings(norm: str, batch_size: int) -> None:
@@ -182,22 +248,27 @@ def embed_waveforms(
     offsets = range(0, patch, model.timestamp_hop_frames) if level == "timestamp" else (0,)
     with_columns = level == "timestamp"
     pending: collections.deque[_Sound] = collections.deque()
-    queue: list[tuple[_Sound, int, int]] = []  # (sound, slot, first frame) of windows to encode
+    # Windows to encode, one queue per window length: (sound, slot, first frame).
+    queues: dict[int, list[tuple[_Sound, int, int]]] = {n: [] for n in model.window_lengths}
+    # Finished sounds wait for the oldest one; past this many, its windows go in part batches.
+    max_pending = 4 * model.batch_size
 
     in_flight: list[tuple[list, Any]] = []  # a dispatched batch: its windows and outputs
 
-    def run(count: int) -> None:
+    def run(length: int, count: int) -> None:
+        queue = queues[length]
         jobs, queue[:] = queue[:count], queue[count:]
-        # Full batches while the stream lasts; the tail goes in the smallest power of two
+        # Full batches while the stream lasts; a tail goes in the smallest power of two
         # (capped at batch_size) that holds it, so one short sound does not pay for a whole
         # batch and the encoder compiles only for batch sizes 1, 2, 4, ... and batch_size.
         rows = min(model.batch_size, 1 << (count - 1).bit_length())
-        batch = np.zeros((rows, window, config.num_mel_bins), np.float32)
+        batch = np.zeros((rows, length, config.num_mel_bins), np.float32)
         for row, (sound, _, start) in enumerate(jobs):
-            batch[row] = _window_features(sound.fbank, start, window, model.norm_stats)
+            batch[row] = _window_features(sound.fbank, start, length, model.norm_stats)
+        encoder, variables = model.windows[length]
         # JAX dispatches asynchronously: the previous batch is read back only now, so the
         # device works on one batch while the host prepares the next.
-        outputs = _encode(model.encoder, model.variables, batch, with_columns)
+        outputs = _encode(encoder, variables, batch, with_columns)
         collect()
         in_flight.append((jobs, outputs))
 
@@ -212,6 +283,14 @@ def embed_waveforms(
                 sound.remaining -= 1
         in_flight.clear()
 
+    def unblock_oldest() -> None:
+        oldest = pending[0]
+        for length, queue in queues.items():
+            if any(job[0] is oldest for job in queue):
+                run(length, len(queue))  # fewer than batch_size: full queues run at once
+                return
+        collect()  # its last windows are in flight
+
     def finished() -> Iterator[Any]:
         while pending and pending[0].remaining == 0:
             sound = pending.popleft()
@@ -222,17 +301,24 @@ def embed_waveforms(
         frames = sound.fbank.shape[0]
         for offset in offsets:
             for start in range(offset, frames, window):
+                # The shifted passes of a window run at the length that fits its real frames.
+                length = model.fitting_window(min(window, frames - (start - offset)))
                 sound.starts.append((offset, start))
-                queue.append((sound, len(sound.starts) - 1, start))
+                queues[length].append((sound, len(sound.starts) - 1, start))
         sound.remaining = len(sound.starts)
         sound.pooled = [None] * sound.remaining
         sound.columns = [None] * sound.remaining
         pending.append(sound)
-        while len(queue) >= model.batch_size:
-            run(model.batch_size)
+        for length, queue in queues.items():
+            while len(queue) >= model.batch_size:
+                run(length, model.batch_size)
+                yield from finished()
+        while len(pending) > max_pending:
+            unblock_oldest()
             yield from finished()
-    while queue:
-        run(min(len(queue), model.batch_size))
+    for length, queue in queues.items():
+        while queue:
+            run(length, min(len(queue), model.batch_size))
     collect()
     yield from finished()
 
@@ -249,10 +335,10 @@ class _Sound:
 
 
 def _window_features(
-    fbank: np.ndarray, start: int, window: int, stats: tuple[float, float]
+    fbank: np.ndarray, start: int, length: int, stats: tuple[float, float]
 ) -> np.ndarray:
     # The same operations, in the same order, as audio.clip_features on a clip's fbank.
-    return audio_lib.normalize(audio_lib.pad_or_crop(fbank[start : start + window], window), stats)
+    return audio_lib.normalize(audio_lib.pad_or_crop(fbank[start : start + length], length), stats)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))
