@@ -16,7 +16,10 @@ import pytest
 import torch
 from torch_mae_reference import MAEReference, add_weight_decay, adjust_learning_rate
 
-from configs import pretrain_audioset, replay_soundfont
+from configs import demo, pretrain_audioset, replay_soundfont
+from uamix_jax import audio
+from uamix_jax.data import transforms
+from uamix_jax.experiments import replay
 from uamix_jax.jobs import pretrain as pretrain_job
 from uamix_jax.models import audiomae, mae
 from uamix_jax.pretraining import train_step as pretrain_step
@@ -312,3 +315,31 @@ def test_initialisation_is_audiomae_initialize_weights(decoder_mode):
             bound = np.sqrt(6.0 / (fan_in + fan_out))
             assert 0.95 * bound < np.abs(value).max() <= bound, (name, np.abs(value).max(), bound)
             assert value.std() == pytest.approx(bound / np.sqrt(3), rel=0.1), name
+
+
+@pytest.mark.parametrize("setting", ["", "quick"])
+def test_fbank_normalisation_is_the_same_in_every_replay_stage(setting, tmp_path):
+    """AudioMAE normalises every clip as (fbank - mean) / (2 std) with the AudioSet
+    constants (dataset.py, main_pretrain.py's norm_stats); pretraining, tuning and the
+    evaluation of the replay read the same, in the pipeline's Features transform."""
+    config = replay_soundfont.get_config(setting)
+    evaluation = replay._data_config(config, str(tmp_path), config.classes.validation)
+    stages = {
+        "pretrain": config.pretrain.data,
+        "tune": config.tune.data,
+        "evaluation": evaluation,
+        "demo pretrain": demo.get_config().pretrain.data,
+        "demo tune": demo.get_config().tune.data,
+    }
+    assert {name: data.norm for name, data in stages.items()} == dict.fromkeys(stages, "audioset")
+    assert {name: data.augment.norm for name, data in stages.items()} == dict.fromkeys(
+        stages, "audioset"
+    )
+    mean, std = -4.2677393, 4.5689974
+    assert audio.NORM_STATS["audioset"] == (mean, std)
+    raw = np.random.default_rng(0).normal(-5.0, 4.0, size=(50, 128)).astype(np.float32)
+    features = transforms.Features(storage="fbank", target_length=64, stats=(mean, std))
+    out = features.map({"signal": raw, "label": 0, "id": 0})["fbank"]
+    np.testing.assert_allclose(out[:50], (raw - mean) / (2 * std), rtol=1e-6, atol=1e-6)
+    # Zero frames padded onto the raw log-mel, then normalised (dataset.py's order).
+    np.testing.assert_allclose(out[50:], -mean / (2 * std), rtol=1e-6)
