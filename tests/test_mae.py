@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from torch_mae_reference import MAEReference
+from torch_mae_reference import reference_for
 
 from uamix_jax.models import audiomae, mae, masking
 from weights_conversion import convert_audiomae, mae_layout
@@ -30,20 +30,6 @@ def tiny_config(decoder_mode: str) -> mae.MAEConfig:
         decoder_depth=2,
         decoder_num_heads=2,
         decoder_mode=decoder_mode,
-    )
-
-
-def reference_for(config: mae.MAEConfig) -> MAEReference:
-    enc = config.encoder
-    return MAEReference(
-        config.decoder_embed_dim,
-        config.decoder_depth,
-        config.decoder_num_heads,
-        config.decoder_mode,
-        embed_dim=enc.embed_dim,
-        depth=enc.depth,
-        num_heads=enc.num_heads,
-        target_length=enc.target_length,
     )
 
 

@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import pytest
 import torch
-from torch_mae_reference import MAEReference, add_weight_decay, adjust_learning_rate
+from torch_mae_reference import MAEReference, add_weight_decay, adjust_learning_rate, reference_for
 
 from configs import demo, pretrain_audioset, replay_soundfont
 from uamix_jax import audio
@@ -42,21 +42,11 @@ def tiny_config(decoder_mode: str, frames: int) -> mae.MAEConfig:
         "tiny", embed_dim=64, depth=2, num_heads=4, target_length=frames, kernels="auto"
     )
     return mae.MAEConfig(
-        encoder, decoder_embed_dim=32, decoder_depth=2, decoder_num_heads=4, decoder_mode=decoder_mode
-    )
-
-
-def reference_for(config: mae.MAEConfig) -> MAEReference:
-    enc = config.encoder
-    return MAEReference(
-        config.decoder_embed_dim,
-        config.decoder_depth,
-        config.decoder_num_heads,
-        config.decoder_mode,
-        embed_dim=enc.embed_dim,
-        depth=enc.depth,
-        num_heads=enc.num_heads,
-        target_length=enc.target_length,
+        encoder,
+        decoder_embed_dim=32,
+        decoder_depth=2,
+        decoder_num_heads=4,
+        decoder_mode=decoder_mode,
     )
 
 
@@ -91,7 +81,9 @@ def same_noise_masking(reference: MAEReference, config, rng: jax.Array, grid):
     """AudioMAE's masking fed the uniform noise our masking draws from the same key."""
     if config.masking.kind == "random":
         noise = jax.random.uniform(rng, (BATCH, grid[0] * grid[1]))
-        return reference.random_masking(torch.from_numpy(np.array(noise)), config.masking.mask_ratio)
+        return reference.random_masking(
+            torch.from_numpy(np.array(noise)), config.masking.mask_ratio
+        )
     rng_t, rng_f = jax.random.split(rng)
     noise_t = torch.from_numpy(np.array(jax.random.uniform(rng_t, (BATCH, grid[0]))))
     noise_f = torch.from_numpy(np.array(jax.random.uniform(rng_f, (BATCH, grid[1]))))
@@ -218,7 +210,10 @@ def test_weight_decay_mask_is_timm_add_weight_decay(name, stage):
 
 @pytest.mark.parametrize(
     "stage, steps_per_epoch",
-    [(lambda: pretrain_audioset.get_config(), 7), (lambda: replay_soundfont.get_config().pretrain, 50)],
+    [
+        (lambda: pretrain_audioset.get_config(), 7),
+        (lambda: replay_soundfont.get_config().pretrain, 50),
+    ],
     ids=["pretrain_audioset", "replay_soundfont"],
 )
 def test_schedule_is_lr_sched_per_iteration(stage, steps_per_epoch):

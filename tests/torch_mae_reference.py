@@ -217,6 +217,23 @@ class MAEReference(AudioMAEReference):
         return (loss * mask).sum() / mask.sum()
 
 
+def reference_for(config) -> MAEReference:
+    """The reference shaped as a uamix_jax MAEConfig (read by attribute: no import)."""
+    enc = config.encoder
+    return MAEReference(
+        config.decoder_embed_dim,
+        config.decoder_depth,
+        config.decoder_num_heads,
+        config.decoder_mode,
+        num_mel_bins=enc.num_mel_bins,
+        embed_dim=enc.embed_dim,
+        depth=enc.depth,
+        num_heads=enc.num_heads,
+        mlp_ratio=enc.mlp_ratio,
+        target_length=enc.target_length,
+    )
+
+
 def add_weight_decay(model: nn.Module, weight_decay: float, skip_list=()) -> list[dict]:
     """timm 0.3.2's optim_factory.add_weight_decay, re-stated: frozen tensors are left out,
     1-D tensors, '.bias' and skip_list names get no decay; AudioMAE passes no skip_list."""
