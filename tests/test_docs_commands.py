@@ -159,6 +159,7 @@ NOT_RUN = {
     "python benchmarks/peak_flops.py --dtype": "a benchmark; by hand",
     "python benchmarks/fbank_speed.py": "a benchmark; by hand",
     "python benchmarks/pipeline_speed.py": "a benchmark; by hand",
+    "python benchmarks/replay_speed.py --base --rounds": "an A/B benchmark against another tree (10-20 minutes); by hand",
 }
 
 
