@@ -13,10 +13,11 @@ How a sound becomes embeddings (docs/hear.md says more):
   training. The fbank is cut into windows of the checkpoint's `target_length` frames (10.24 s
   for AudioSet models). A window holding fewer real frames (a short sound, a long sound's
   last window) is encoded at the shortest of a few window lengths that holds them
-  (`window_lengths`: 128, 256, 512 and 1024 frames for AudioSet models), with the positional
-  embedding cropped as AudioMAE does for its 128- and 512-frame fine-tuning
-  (`pos_embed.adapt_pos_embed`); the rest of that length is zero-padded in raw log-mel and
-  then normalised, exactly as AudioMAE pads a short clip. Windows from all sounds are encoded
+  (`window_lengths`: 128, 256, 512 and 1024 frames for AudioSet models), with the first rows
+  of the positional embedding, so that its tokens are encoded exactly as the first time rows
+  of a full padded window would be if the tokens after them were masked out, as in MAE
+  pretraining. The rest of that length is zero-padded in raw log-mel and then normalised,
+  exactly as AudioMAE pads a short clip. Windows from all sounds are encoded
   in device batches of `batch_size` windows of one length (a tail in a zero-filled batch of
   the next power of two), so the jitted encoder compiles for a handful of shapes whatever
   the audio lengths.
@@ -51,7 +52,6 @@ import numpy as np
 from uamix_jax import audio as audio_lib
 from uamix_jax.audio import mel
 from uamix_jax.models import audiomae
-from uamix_jax.models.pos_embed import adapt_pos_embed
 
 SAMPLE_RATE = 16000
 DEFAULT_TIMESTAMP_HOP_MS = 40.0
@@ -165,10 +165,10 @@ def from_encoder(
     windows = {config.target_length: (encoder, variables)}
     for length in window_lengths(config.target_length, config.patch_size, min_window_frames)[:-1]:
         short = config.replace(target_length=length)
+        # The first rows of the table: the codes of the first length / patch time rows of a
+        # full window (tokens are time-major), so each token is encoded as in a full window.
         constants = dict(variables["constants"])
-        constants["pos_embed"] = jax.device_put(
-            adapt_pos_embed(np.asarray(constants["pos_embed"]), config.grid, short.grid)
-        )
+        constants["pos_embed"] = constants["pos_embed"][:, : 1 + short.num_patches]
         windows[length] = (audiomae.AudioMAEEncoder(short), {**variables, "constants": constants})
     return HearModel(
         encoder=encoder,
