@@ -28,6 +28,26 @@ CORE = [
 # Only this exact version: on the project's machines it is a local CPU build;
 # any other spec pulls the CUDA build (gigabytes).
 TORCH = ["torch==2.13.0"]
+# hear-eval-kit's runtime imports (docs/hear.md, "hear-eval-kit"). The kit itself
+# pins numpy==1.19.2 (no wheel past Python 3.8), so it goes in afterwards with
+# `pip install --no-deps heareval==2021.1.3`.
+HEAR = TORCH + [
+    "click>=8",
+    "dcase-util>=0.2.16",
+    "intervaltree>=3",
+    "more-itertools>=8",
+    "pandas>=1.5",
+    "pynvml>=11",
+    "python-slugify>=5",
+    "sed-eval>=0.2.1",
+    "soundfile>=0.12",
+    "tensorflow-cpu>=2.16",  # the kit's runners import it; CPU build (docs/hear.md, GPU)
+    "torchinfo>=1.5",
+    "tqdm>=4.60",
+    "scikit-learn>=1.3",
+    "pytorch-lightning>=1.9,<2",  # 2.x drops Trainer(gpus=...), which the kit passes
+    "setuptools<81",  # dcase_util imports pkg_resources
+]
 
 setup(
     name="uamix-jax",
@@ -40,6 +60,7 @@ setup(
         "torch": TORCH,
         "test": TORCH + ["pytest>=7", "pytest-xdist>=3"],
         "bench": TORCH,
+        "hear": HEAR,
         "soundfont": ["pretty-midi>=0.2.10"],  # TimGM6mb.sf2 for uamix_jax.data.soundfont
     },
 )
