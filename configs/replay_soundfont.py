@@ -101,7 +101,10 @@ def get_config(setting: str = "") -> ml_collections.ConfigDict:
     config.quick = quick
     config.soundfont = ""  # '' = pretty-midi's TimGM6mb.sf2 (pip install -e '.[soundfont]')
     # How the notes are rendered (uamix_jax.data.soundfont.Settings); 1 s notes keep the
-    # encoder's input at 96 frames (NSynth's 4 s would be 400).
+    # encoder's input at 96 frames (NSynth's 4 s would be 400). The driver passes
+    # config.classes.seen as the Settings' seen_classes: those programs, the only ones any
+    # training stage reads, get every key they play at seen_velocities; the validation and
+    # test programs get clips_per_class notes each, for the evaluation only.
     config.notes = ml_collections.ConfigDict(
         dict(
             clips_per_class=40,
@@ -112,6 +115,11 @@ def get_config(setting: str = "") -> ml_collections.ConfigDict:
             max_key=108,
             programs=(),  # () = all 128
             seed=0,
+            seen_clips_per_class=0,  # 0 = every playable (key, velocity) pair
+            seen_velocities=(32, 80, 127),
+            # More .sf2/.sf3 files for the seen programs only, e.g. Debian's
+            # /usr/share/sounds/sf3/MuseScore_General.sf3 (apt musescore-general-soundfont-small).
+            extra_soundfonts=(),
         )
     )
     config.classes = ml_collections.ConfigDict(dict(seen=SEEN, validation=VALIDATION, test=TEST))
@@ -153,6 +161,9 @@ def get_config(setting: str = "") -> ml_collections.ConfigDict:
             knn_k=10,
             knn_temperature=0.07,
             batch_size=64,
+            # Which tokens of which block make a clip's feature, the same for every encoder
+            # row (uamix_jax.evaluation.embeddings.parse_readout; docs/replay.md#diagnosis).
+            readout="mean_patch",
         )
     )
     config.tsne = ml_collections.ConfigDict(dict(max_points=800, seed=0))
@@ -161,6 +172,8 @@ def get_config(setting: str = "") -> ml_collections.ConfigDict:
         config.notes.update(
             dict(
                 clips_per_class=8,
+                seen_clips_per_class=12,
+                seen_velocities=(64, 127),
                 seconds=0.5,
                 held=0.35,
                 velocities=(64, 127),

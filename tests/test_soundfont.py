@@ -1,6 +1,9 @@
-"""SoundFont notes: the .sf2 reader and renderer, the generated folder, its builder, bad input."""
+"""SoundFont notes: rendering through TinySoundFont (pitch, velocity, release, rate,
+determinism), .sf3, the generated folder and its builder, bad input, and the replay's
+training data holding only its seen programs."""
 
 import hashlib
+import io
 import json
 import os
 import struct
@@ -10,14 +13,18 @@ import pytest
 import soundfile
 import tensorflow_datasets as tfds
 
-from uamix_jax.data import builders, soundfont
+pytest.importorskip("tinysoundfont", reason="pip install --no-deps tinysoundfont==0.3.7")
+
+from uamix_jax.data import builders, soundfont  # noqa: E402
 
 RATE = 16000
 TONE_HZ = 400.0  # 40-sample period at 16 kHz: a loop of whole periods
 TONE_ROOT = 67  # the sample's recorded key (400 Hz is about G4; exact pitch is not needed)
+# Generator numbers of the SoundFont 2.04 specification (section 8.1.2) the writer uses.
+RELEASE, INSTRUMENT, KEY_RANGE, ATTENUATION, SAMPLE_ID, SAMPLE_MODES = 38, 41, 43, 48, 53, 54
 
 
-# --- a minimal SoundFont 2 writer, so the tests need no downloaded file ---------------------
+# --- a minimal SoundFont 2/3 writer, so the tests need no downloaded file -------------------
 
 
 def _chunk(chunk_id: bytes, payload: bytes) -> bytes:
@@ -32,35 +39,57 @@ def _name(text: str) -> bytes:
     return text.encode()[:19].ljust(20, b"\0")
 
 
-def write_sf2(path, presets, release_timecents=-1200):
-    """A SoundFont with two samples (a looped 400 Hz tone; silence) and three instruments.
+def _ogg(signal) -> bytes:
+    buffer = io.BytesIO()
+    soundfile.write(buffer, signal, RATE, format="OGG", subtype="VORBIS")
+    return buffer.getvalue()
+
+
+def write_sf2(path, presets, release_timecents=-1200, compressed=False, version=None):
+    """A SoundFont with two samples (a looped 400 Hz tone; silence) and four instruments.
 
     presets: (name, bank, program, instrument) with instrument 0 (the tone), 1 (the silence),
-    2 (the tone, near-silent above key 80) or None (a preset with no zone at all).
+    2 (the tone, near-silent above key 80), 3 (the tone on keys 60-72 only) or None (a
+    preset with no zone at all). compressed: a SoundFont 3 whose samples are Ogg Vorbis
+    streams (MuseScore's layout: sample addresses are byte offsets into 'smpl', loop points
+    frames from the sample's start, sample type flag 0x10). version: the 'ifil' (major,
+    minor), (2, 1) or (3, 1) by default.
     """
     tone = 0.5 * np.sin(2 * np.pi * TONE_HZ * np.arange(800) / RATE)
-    # Each sample is followed by 46 zero points, as the format asks.
-    data = np.concatenate([tone, np.zeros(46), np.zeros(800), np.zeros(46)])
-    smpl = (data * 32767).astype("<i2").tobytes()
+    if compressed:
+        streams = [_ogg(tone), _ogg(np.zeros(800))]
+        smpl = b"".join(streams)
+        first, second = (0, len(streams[0])), (len(streams[0]), len(smpl))
+        loops, kind = ((0, 800), (0, 800)), 0x11
+    else:
+        # Each sample is followed by 46 zero points, as the format asks.
+        data = np.concatenate([tone, np.zeros(46), np.zeros(800), np.zeros(46)])
+        smpl = (data * 32767).astype("<i2").tobytes()
+        first, second = (0, 800), (846, 1646)
+        loops, kind = (first, second), 1
     shdr = b"".join(
         [
-            _name("tone") + struct.pack("<IIIIIBbHH", 0, 800, 0, 800, RATE, TONE_ROOT, 0, 0, 1),
-            _name("silence") + struct.pack("<IIIIIBbHH", 846, 1646, 846, 1646, RATE, 60, 0, 0, 1),
+            _name("tone")
+            + struct.pack("<IIIIIBbHH", *first, *loops[0], RATE, TONE_ROOT, 0, 0, kind),
+            _name("silence") + struct.pack("<IIIIIBbHH", *second, *loops[1], RATE, 60, 0, 0, kind),
             _name("EOS") + struct.pack("<IIIIIBbHH", 0, 0, 0, 0, 0, 0, 0, 0, 0),
         ]
     )
+    version = version or ((3, 1) if compressed else (2, 1))
     # Instruments 0 and 1: one zone of sample 0 / 1, looped, with a release envelope.
     # Instrument 2: the tone up to key 80, the tone 144 dB down above it.
-    looped = [(soundfont.RELEASE, release_timecents), (soundfont.SAMPLE_MODES, 1)]
+    # Instrument 3: the tone on keys 60-72, nothing elsewhere.
+    looped = [(RELEASE, release_timecents), (SAMPLE_MODES, 1)]
     instruments = [
-        [looped + [(soundfont.SAMPLE_ID, 0)]],
-        [looped + [(soundfont.SAMPLE_ID, 1)]],
+        [looped + [(SAMPLE_ID, 0)]],
+        [looped + [(SAMPLE_ID, 1)]],
         [
-            [(soundfont.KEY_RANGE, 0 | 80 << 8)] + looped + [(soundfont.SAMPLE_ID, 0)],
-            [(soundfont.KEY_RANGE, 81 | 127 << 8), (soundfont.ATTENUATION, 1440)]
+            [(KEY_RANGE, 0 | 80 << 8)] + looped + [(SAMPLE_ID, 0)],
+            [(KEY_RANGE, 81 | 127 << 8), (ATTENUATION, 1440)]
             + looped
-            + [(soundfont.SAMPLE_ID, 0)],
+            + [(SAMPLE_ID, 0)],
         ],
+        [[(KEY_RANGE, 60 | 72 << 8)] + looped + [(SAMPLE_ID, 0)]],
     ]
     inst, ibag, igen = b"", b"", b""
     bags = gens = 0
@@ -79,7 +108,7 @@ def write_sf2(path, presets, release_timecents=-1200):
         phdr += _name(name) + struct.pack("<HHHIII", program, bank, bag, 0, 0, 0)
         if instrument is not None:
             pbag += struct.pack("<HH", gen, 0)
-            pgen += struct.pack("<HH", soundfont.INSTRUMENT, instrument)
+            pgen += struct.pack("<HH", INSTRUMENT, instrument)
             bag, gen = bag + 1, gen + 1
     phdr += _name("EOP") + struct.pack("<HHHIII", 0, 0, bag, 0, 0, 0)
     pbag += struct.pack("<HH", gen, 0)
@@ -87,7 +116,7 @@ def write_sf2(path, presets, release_timecents=-1200):
     modulator_end = b"\0" * 10
     body = b"sfbk" + b"".join(
         [
-            _list(b"INFO", _chunk(b"ifil", struct.pack("<HH", 2, 1)), _chunk(b"INAM", b"test\0")),
+            _list(b"INFO", _chunk(b"ifil", struct.pack("<HH", *version)), _chunk(b"INAM", b"test\0")),
             _list(b"sdta", _chunk(b"smpl", smpl)),
             _list(
                 b"pdta",
@@ -117,18 +146,33 @@ def sf2(tmp_path):
 
 
 def _peak_hz(clip):
-    spectrum = np.abs(np.fft.rfft(clip * np.hanning(clip.size)))
-    return np.fft.rfftfreq(clip.size, 1 / RATE)[np.argmax(spectrum)]
+    """The spectrum's highest peak, refined by a parabola through its log-magnitude bins."""
+    size = 16 * clip.size
+    spectrum = np.log(np.abs(np.fft.rfft(clip * np.hanning(clip.size), size)) + 1e-12)
+    i = int(np.argmax(spectrum))
+    a, b, c = spectrum[i - 1 : i + 2]
+    return (i + 0.5 * (a - c) / (a - 2 * b + c)) * RATE / size
+
+
+def _cents(hz, reference):
+    return 1200 * np.log2(hz / reference)
+
+
+def _rms(clip):
+    return float(np.sqrt(np.mean(np.square(clip))))
 
 
 def _digest(path):
     return hashlib.sha256(open(path, "rb").read()).hexdigest()
 
 
-# --- reader and renderer --------------------------------------------------------------------
+HELD = slice(int(0.1 * RATE), int(0.45 * RATE))  # inside the 0.5 s the key is held
 
 
-def test_reader_finds_presets_regions_and_families(sf2):
+# --- reading and rendering ------------------------------------------------------------------
+
+
+def test_presets_banks_programs_and_families(sf2):
     font = soundfont.read_soundfont(sf2)
     assert [(p.name, p.bank, p.program) for p in font.presets] == [
         (name, bank, program) for name, bank, program, _ in GOOD_PRESETS
@@ -136,29 +180,56 @@ def test_reader_finds_presets_regions_and_families(sf2):
     preset = font.preset(0, 9)
     assert preset.family == "chromatic_percussion" and preset.folder == "000_009_tone_b"
     assert font.preset(128, 0).family == "drums"
-    (region,) = preset.regions
-    assert region.sample.name == "tone" and region.sample.root_key == TONE_ROOT
-    assert region.keys == (0, 127) and region.generators[soundfont.SAMPLE_MODES] == 1
+    with pytest.raises(soundfont.SoundFontError, match="test.sf2: no preset at bank 0, program 5"):
+        font.preset(0, 5)
 
 
-def test_notes_follow_the_key_loop_while_held_and_release(sf2):
+def test_pitch_follows_the_key_within_a_few_cents(sf2):
     font = soundfont.read_soundfont(sf2)
     preset = font.preset(0, 0)
-    root = soundfont.render_note(font, preset, TONE_ROOT, 127, seconds=1.0, held=0.5)
-    octave = soundfont.render_note(font, preset, TONE_ROOT + 12, 127, seconds=1.0, held=0.5)
-    assert root.shape == (RATE,)
-    held = slice(int(0.1 * RATE), int(0.45 * RATE))  # the 800-sample tone keeps looping
-    assert abs(_peak_hz(root[held]) - TONE_HZ) < 10
-    assert abs(_peak_hz(octave[held]) - 2 * TONE_HZ) < 10
-    # A 0.5 s release (-1200 timecents) falls 96 dB in 0.5 s: about -19 dB 0.1 s after release.
-    level = np.sqrt(np.mean(root[held] ** 2))
-    after = np.sqrt(np.mean(root[int(0.58 * RATE) : int(0.62 * RATE)] ** 2))
-    assert 14 < 20 * np.log10(level / after) < 24
-    assert np.max(np.abs(root[-400:])) < 1e-3 * np.max(np.abs(root))
-    # Softer velocity: quieter (40 log10(127 / v) dB).
-    soft = soundfont.render_note(font, preset, TONE_ROOT, 64, seconds=1.0, held=0.5)
-    ratio_db = 20 * np.log10(np.max(np.abs(root)) / np.max(np.abs(soft)))
-    assert ratio_db == pytest.approx(40 * np.log10(127 / 64), abs=0.3)
+    for key in range(TONE_ROOT - 24, TONE_ROOT + 25, 6):
+        clip = font.render_note(preset, key, 127, seconds=1.0, held=0.5)
+        expected = TONE_HZ * 2 ** ((key - TONE_ROOT) / 12)
+        assert abs(_cents(_peak_hz(clip[HELD]), expected)) < 3, key
+
+
+def test_velocity_release_rate_and_determinism(sf2):
+    font = soundfont.read_soundfont(sf2)
+    preset = font.preset(0, 0)
+    clips = {v: font.render_note(preset, TONE_ROOT, v, seconds=1.0, held=0.5)
+             for v in (16, 32, 64, 96, 127)}  # fmt: skip
+    assert all(clip.shape == (RATE,) and clip.dtype == np.float64 for clip in clips.values())
+    levels = [_rms(clips[v][HELD]) for v in sorted(clips)]
+    assert all(b > 1.05 * a for a, b in zip(levels, levels[1:])), levels  # louder, strictly
+    # Released at 0.5 s with a 0.5 s release (-1200 timecents): falling, silent at the end.
+    loud = clips[127]
+    after = [_rms(loud[int(t * RATE) : int(t * RATE) + 800]) for t in (0.55, 0.65, 0.75)]
+    assert levels[-1] > after[0] > after[1] > after[2]
+    assert 20 * np.log10(levels[-1] / after[2]) > 10
+    assert np.max(np.abs(loud[-400:])) < 1e-2 * np.max(np.abs(loud))
+    # A note held to the clip's end is not released.
+    held = font.render_note(preset, TONE_ROOT, 127, seconds=1.0, held=1.0)
+    assert _rms(held[-1600:]) == pytest.approx(levels[-1], rel=0.05)
+    # The same note after other notes, and from a second reader: the same samples.
+    font.render_note(preset, 90, 20, seconds=0.3, held=0.1)
+    again = font.render_note(preset, TONE_ROOT, 127, seconds=1.0, held=0.5)
+    other = soundfont.read_soundfont(sf2).render_note(preset, TONE_ROOT, 127, 1.0, 0.5)
+    assert np.array_equal(again, loud) and np.array_equal(other, loud)
+
+
+def test_sf3_with_ogg_vorbis_samples_renders_like_the_sf2(tmp_path, sf2):
+    sf3 = write_sf2(tmp_path / "test.sf3", GOOD_PRESETS, compressed=True)
+    font, reference = soundfont.read_soundfont(sf3), soundfont.read_soundfont(sf2)
+    assert [(p.bank, p.program) for p in font.presets] == [
+        (p.bank, p.program) for p in reference.presets
+    ]
+    for key in (TONE_ROOT - 12, TONE_ROOT, TONE_ROOT + 12):
+        clip = font.render_note(font.preset(0, 0), key, 100, 1.0, 0.5)
+        expected = reference.render_note(reference.preset(0, 0), key, 100, 1.0, 0.5)
+        assert abs(_cents(_peak_hz(clip[HELD]), _peak_hz(expected[HELD]))) < 3
+        assert 20 * np.log10(_rms(clip[HELD]) / _rms(expected[HELD])) == pytest.approx(0, abs=1)
+    metadata = _write(tmp_path / "out", sf3, programs=(9,))
+    assert len(metadata["classes"][0]["notes"]) == 5
 
 
 # --- the written data set -------------------------------------------------------------------
@@ -180,7 +251,7 @@ def test_layout_metadata_and_format(tmp_path, sf2):
     for entry in metadata["classes"]:
         files = sorted(os.listdir(tmp_path / "out" / entry["folder"]))
         assert files == sorted(f"p{k:03d}_v{v:03d}.wav" for k, v in entry["notes"])
-        assert len(files) == 5
+        assert len(files) == 5 and not entry["seen"]
         assert all(21 <= k <= 108 and v in (64, 127) for k, v in entry["notes"])
         peaks = []
         for name in files:
@@ -223,6 +294,14 @@ def test_every_playable_note_when_clips_per_class_is_zero(tmp_path, sf2):
     assert entry["notes"] == [[k, v] for k in range(60, 64) for v in (64, 127)]
 
 
+def test_only_the_keys_a_preset_plays_are_kept(tmp_path):
+    path = write_sf2(tmp_path / "range.sf2", [("Middle Only", 0, 4, 3)])
+    metadata = _write(tmp_path / "out", path, clips_per_class=0, min_key=50, max_key=80)
+    (entry,) = metadata["classes"]
+    assert entry["notes"] == [[k, v] for k in range(60, 73) for v in (64, 127)]
+    assert entry["quiet_notes_passed_over"] == 2 * (31 - 13)
+
+
 def test_near_silent_notes_are_passed_over(tmp_path):
     path = write_sf2(tmp_path / "quiet.sf2", [("Half Quiet", 0, 3, 2)])
     metadata = _write(tmp_path / "out", path, clips_per_class=0, min_key=78, max_key=83)
@@ -232,6 +311,32 @@ def test_near_silent_notes_are_passed_over(tmp_path):
     metadata = _write(tmp_path / "some", path, clips_per_class=4, min_key=78, max_key=83)
     assert len(metadata["classes"][0]["notes"]) == 4
     assert all(k <= 80 for k, _ in metadata["classes"][0]["notes"])
+
+
+def test_seen_classes_get_their_own_notes_and_the_extra_soundfonts(tmp_path, sf2):
+    sf3 = write_sf2(tmp_path / "extra.sf3", [("Other A", 0, 0, 0)], compressed=True)
+    metadata = _write(
+        tmp_path / "out",
+        sf2,
+        min_key=60,
+        max_key=69,
+        seen_classes=(0,),
+        seen_clips_per_class=0,
+        seen_velocities=(40, 90, 127),
+        extra_soundfonts=(sf3,),
+    )
+    seen, other = metadata["classes"]
+    assert seen["seen"] and not other["seen"]
+    assert seen["notes"] == [[k, v] for k in range(60, 70) for v in (40, 90, 127)]
+    assert seen["extra_notes"] == [[1, k, v] for k in range(60, 70) for v in (40, 90, 127)]
+    assert len(other["notes"]) == 5 and "extra_notes" not in other
+    assert metadata["extra_sha256"] == [_digest(sf3)]
+    files = os.listdir(tmp_path / "out" / seen["folder"])
+    assert len(files) == 60 and sum(name.startswith("s1_") for name in files) == 30
+    with pytest.raises(soundfont.SoundFontError, match="seen_classes \\[7\\] lie outside"):
+        _write(tmp_path / "bad", sf2, seen_classes=(7,))
+    with pytest.raises(ValueError, match="extra_soundfonts add notes to seen_classes"):
+        _write(tmp_path / "bad", sf2, extra_soundfonts=(sf3,))
 
 
 def test_builder_gives_preset_labels_and_families(tmp_path, sf2):
@@ -266,39 +371,47 @@ def test_command_line(tmp_path, sf2, capsys):
             "0.5",
             "--held",
             "0.25",
-            "--programs",
-            "9",
+            "--seen_classes",
+            "0",
+            "--seen_clips_per_class",
+            "3",
         ]
     )
-    assert "wrote 2 clips of 0.5 s in 1 classes" in capsys.readouterr().out
-    assert os.listdir(tmp_path / "cli" / "000_009_tone_b")
+    assert "wrote 5 clips of 0.5 s in 2 classes" in capsys.readouterr().out
+    assert len(os.listdir(tmp_path / "cli" / "000_000_tone_a")) == 3
+    assert len(os.listdir(tmp_path / "cli" / "000_009_tone_b")) == 2
 
 
 # --- bad input ------------------------------------------------------------------------------
 
 
-def test_missing_and_corrupt_files_are_named(tmp_path, sf2):
+def test_missing_corrupt_and_unsupported_files_are_named(tmp_path, sf2):
     missing = str(tmp_path / "nowhere.sf2")
-    with pytest.raises(soundfont.SoundFontError, match="nowhere.sf2"):
+    with pytest.raises(soundfont.SoundFontError, match="nowhere.sf2 does not exist"):
         _write(tmp_path / "out", missing)
     garbage = tmp_path / "garbage.sf2"
     garbage.write_bytes(b"definitely not a soundfont")
-    with pytest.raises(soundfont.SoundFontError, match="garbage.sf2.*not a SoundFont 2"):
+    with pytest.raises(soundfont.SoundFontError, match="garbage.sf2 is not a SoundFont"):
         soundfont.read_soundfont(str(garbage))
     truncated = tmp_path / "truncated.sf2"
     truncated.write_bytes(open(sf2, "rb").read()[:3000])
-    with pytest.raises(soundfont.SoundFontError, match="truncated.sf2"):
+    with pytest.raises(soundfont.SoundFontError, match="truncated.sf2: TinySoundFont cannot"):
         soundfont.read_soundfont(str(truncated))
+    sf3 = open(write_sf2(tmp_path / "whole.sf3", GOOD_PRESETS, compressed=True), "rb").read()
+    (tmp_path / "cut.sf3").write_bytes(sf3[: len(sf3) // 2])
+    with pytest.raises(soundfont.SoundFontError, match="cut.sf3: TinySoundFont cannot.*Vorbis"):
+        soundfont.read_soundfont(str(tmp_path / "cut.sf3"))
+    future = write_sf2(tmp_path / "future.sf2", GOOD_PRESETS, version=(4, 0))
+    with pytest.raises(soundfont.SoundFontError, match="future.sf2: SoundFont version 4.0 is not"):
+        soundfont.read_soundfont(future)
     assert not os.path.exists(tmp_path / "out")
 
 
-@pytest.mark.parametrize(
-    "instrument, message", [(None, "plays no note"), (1, "renders keys .* silent")]
-)
-def test_empty_or_silent_preset_is_named(tmp_path, instrument, message):
+@pytest.mark.parametrize("instrument", [None, 1])  # no zone at all; a silent sample
+def test_empty_or_silent_preset_is_named(tmp_path, instrument):
     path = write_sf2(tmp_path / "bad.sf2", [("Fine", 0, 0, 0), ("Broken One", 0, 5, instrument)])
     with pytest.raises(
-        soundfont.SoundFontError, match=f"bad.sf2.*'Broken One'.*program 5.*{message}"
+        soundfont.SoundFontError, match="bad.sf2.*'Broken One'.*program 5.*silent"
     ):
         _write(tmp_path / "out", path)
     assert not os.path.exists(tmp_path / "out")
@@ -312,11 +425,57 @@ def test_pretty_midi_general_midi_soundfont():
         path = soundfont.default_soundfont()
     except soundfont.SoundFontError:
         pytest.skip("pretty-midi (the [soundfont] extra) is not installed")
+    librosa = pytest.importorskip("librosa")
     font = soundfont.read_soundfont(path)
-    settings = soundfont.Settings()
-    presets = soundfont.chosen_presets(font, settings)
+    presets = soundfont.chosen_presets(font, soundfont.Settings())
     assert [p.program for p in presets] == list(range(128))
     assert {p.family for p in presets} == set(soundfont.GM_FAMILIES[:16])
-    for program in (0, 40, 73, 118):  # piano, violin, flute, synth drum: real, distinct notes
-        clip = soundfont.render_note(font, font.preset(0, program), 60, 100, 1.0, 0.75)
-        assert np.all(np.isfinite(clip)) and np.max(np.abs(clip)) > 0.01
+    for program in (24, 40, 80):  # guitar, violin, square lead: real, pitched notes
+        preset = font.preset(0, program)
+        for key in (48, 60, 72):
+            clip = font.render_note(preset, key, 100, 1.0, 0.75)
+            # YIN (librosa's, independent of the renderer) over the held part.
+            f0 = librosa.yin(clip[1600:11000].astype(np.float32), fmin=40, fmax=2000, sr=RATE)
+            expected = 440.0 * 2 ** ((key - 69) / 12)
+            assert abs(_cents(np.median(f0), expected)) < 15, (program, key)
+        levels = [np.max(np.abs(font.render_note(preset, 60, v, 1.0, 0.75))) for v in (32, 80, 127)]
+        assert levels[0] < levels[1] < levels[2]
+
+
+# --- the replay's training stages read its seen programs only ---------------------------------
+
+
+def test_replay_training_data_holds_only_seen_program_clips(tmp_path, monkeypatch):
+    from configs import replay_soundfont
+    from uamix_jax.data import sources
+    from uamix_jax.experiments import replay
+
+    config = replay_soundfont.get_config("quick")
+    presets = [(f"P{p}", 0, p, 0) for p in replay_soundfont.QUICK_PROGRAMS]
+    config.soundfont = write_sf2(tmp_path / "quick.sf2", presets)
+    config.notes.update(dict(seconds=0.2, held=0.1))
+    workdir = str(tmp_path / "replay")
+    metadata = replay.prepare_data(config, workdir)
+    seen = set(config.classes.seen)
+    counts = [len(c["notes"]) for c in metadata["classes"]]
+    assert [c["seen"] for c in metadata["classes"]] == [i in seen for i in range(len(counts))]
+    assert all(counts[i] == config.notes.seen_clips_per_class for i in seen)
+    assert all(counts[i] == config.notes.clips_per_class for i in range(15) if i not in seen)
+
+    stages = []  # every training stage's config, as the driver hands it to a job
+
+    def fake_stage(name, job, stage_config, directory):
+        stages.append((name, stage_config))
+        return dict(step=10, loss=0.0, encoder_dir=directory, mae_dir=directory, wall_s=0.0)
+
+    monkeypatch.setattr(replay, "_run_stage", fake_stage)
+    monkeypatch.setattr(replay.audiomae, "read_config", lambda directory: None)
+    monkeypatch.setattr(replay, "tune_run_flops", lambda *args: 1)
+    monkeypatch.setattr(replay, "_pretrain_step_flops", lambda *args: 1)
+    replay.train_all(config, workdir)
+    assert [name for name, _ in stages][0] == "pretrain" and len(stages) >= 3
+    for name, stage_config in stages:
+        assert set(stage_config.data.classes) == seen, name
+        source, _ = sources.open_source(stage_config.data, stage_config.data.split)
+        labels = [int(source[i]["label"]) for i in range(len(source))]
+        assert set(labels) <= seen and len(labels) == sum(counts[i] for i in seen), name

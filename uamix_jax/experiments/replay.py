@@ -261,9 +261,9 @@ def _with_data(stage: ml_collections.ConfigDict, data: ml_collections.ConfigDict
 def prepare_data(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Renders the notes (once) and builds the data set (once); returns the notes' metadata."""
     start = time.perf_counter()
-    notes = dict(config.notes.to_dict())
-    notes["velocities"] = tuple(notes["velocities"])
-    notes["programs"] = tuple(notes["programs"])
+    notes = {k: tuple(v) if isinstance(v, (list, tuple)) else v
+             for k, v in config.notes.to_dict().items()}  # fmt: skip
+    notes["seen_classes"] = tuple(config.classes.seen)  # the training programs' dense notes
     metadata = soundfont.write_dataset(
         os.path.join(workdir, WAVS_DIR), config.soundfont or None, **notes
     )
@@ -405,7 +405,7 @@ def evaluate_all(config, workdir: str, encoders: Mapping[str, Mapping]) -> tuple
     os.makedirs(cache, exist_ok=True)
     references = {
         RANDOM_INIT: lambda: _random_init_features(
-            encoders[BASELINE], data, workdir, config.pretrain.seed
+            encoders[BASELINE], data, workdir, config.pretrain.seed, config.eval.readout
         ),
         LOG_MEL: lambda: log_mel_statistics(data),
     }
@@ -416,8 +416,9 @@ def evaluate_all(config, workdir: str, encoders: Mapping[str, Mapping]) -> tuple
                 encoders[name]["encoder_dir"], target_length=data.target_length
             )
             split = embeddings_lib.extract_split(
-                model, variables, data, "train", os.path.join(workdir, "embeddings")
-            )
+                model, variables, data, "train", os.path.join(workdir, "embeddings"),
+                config.eval.readout,
+            )  # fmt: skip
         else:
             split = references[name]()
         digest = hashlib.sha256(split.embeddings.tobytes())
@@ -433,8 +434,10 @@ def evaluate_all(config, workdir: str, encoders: Mapping[str, Mapping]) -> tuple
     return results, features
 
 
-def _random_init_features(pretrained: Mapping, data, workdir: str, seed: int):
-    """Features of an untrained encoder of the MAE's shape: what the architecture gives alone."""
+def _random_init_features(pretrained: Mapping, data, workdir: str, seed: int,
+                          readout: str = embeddings_lib.DEFAULT_READOUT):  # fmt: skip
+    """Features of an untrained encoder of the MAE's shape: what the architecture gives alone,
+    read out as the trained encoders are."""
     encoder_config = audiomae.read_config(pretrained["encoder_dir"]).replace(
         target_length=data.target_length
     )
@@ -442,7 +445,7 @@ def _random_init_features(pretrained: Mapping, data, workdir: str, seed: int):
     dummy = np.zeros((1, data.target_length, encoder_config.num_mel_bins), np.float32)
     variables = jax.jit(model.init)(jax.random.PRNGKey(seed), dummy)
     return embeddings_lib.extract_split(
-        model, variables, data, "train", os.path.join(workdir, "embeddings")
+        model, variables, data, "train", os.path.join(workdir, "embeddings"), readout
     )
 
 
