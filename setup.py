@@ -61,6 +61,8 @@ setup(
         "test": TORCH + ["pytest>=7", "pytest-xdist>=3"],
         "bench": TORCH,
         "hear": HEAR,
-        "soundfont": ["pretty-midi>=0.2.10"],  # TimGM6mb.sf2 for uamix_jax.data.soundfont
+        # TimGM6mb.sf2 for uamix_jax.data.soundfont; its synthesiser, tinysoundfont==0.3.7, is
+        # installed with `pip install --no-deps` (its PyAudio requirement has no Linux wheel).
+        "soundfont": ["pretty-midi>=0.2.10"],
     },
 )
