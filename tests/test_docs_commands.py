@@ -109,6 +109,31 @@ COVERED = {
         "the builder command line (there with --config as20k; docs/data.md's folder-layout "
         "block runs as written)",
     ),
+    "python -m uamix_jax.hear_eval --out": Run(
+        "tests/test_hear_eval_kit.py",
+        ('"uamix_jax.hear_eval", "toy-tasks"',),
+        "toy-tasks, then the chain on them (skips without hear-eval-kit; .ci/run's hear step)",
+    ),
+    "python -m uamix_jax.hear_eval --embeddings-dir --model --model-options --tasks-dir": Run(
+        "tests/test_hear_eval_kit.py",
+        ('"uamix_jax.hear_eval", "embed", "uamix_jax.hear"',),
+        "the kit's embedding runner through the launcher on the toy tasks and a tiny encoder",
+    ),
+    "python -m uamix_jax.hear_eval --grid --grid-points": Run(
+        "tests/test_hear_eval_kit.py",
+        ('"uamix_jax.hear_eval", "predict"', '"faster"'),
+        "the kit's prediction runner through the launcher on those embeddings, faster grid",
+    ),
+    "pip install -e .[hear]": Run(
+        ".ci/run",
+        ("pip install -q -e '.[hear,test]'",),
+        "CI's hear-eval-kit step installs the extra (with the test extra) into .venv-hear",
+    ),
+    "pip install --no-deps heareval==2021.1.3": Run(
+        ".ci/run",
+        ("pip install -q --no-deps heareval==2021.1.3",),
+        "CI's hear-eval-kit step, after the extra",
+    ),
     "python -m uamix_jax.embed --checkpoint --input --output": Run(
         "tests/test_embed.py",
         ("embed.main(",),
