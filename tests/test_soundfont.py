@@ -116,7 +116,9 @@ def write_sf2(path, presets, release_timecents=-1200, compressed=False, version=
     modulator_end = b"\0" * 10
     body = b"sfbk" + b"".join(
         [
-            _list(b"INFO", _chunk(b"ifil", struct.pack("<HH", *version)), _chunk(b"INAM", b"test\0")),
+            _list(
+                b"INFO", _chunk(b"ifil", struct.pack("<HH", *version)), _chunk(b"INAM", b"test\0")
+            ),
             _list(b"sdta", _chunk(b"smpl", smpl)),
             _list(
                 b"pdta",

@@ -121,7 +121,8 @@ def default_soundfont() -> str:
     if not path or not os.path.isfile(path):
         raise SoundFontError(
             f"no --soundfont given and {DEFAULT_SOUNDFONT_NAME} was not found: install it with "
-            "`pip install pretty-midi` (or `pip install -e .[soundfont]`), or pass a .sf2 path"
+            "`pip install pretty-midi` (or `pip install -e .[soundfont]`), or pass a .sf2 or "
+            ".sf3 path"
         )
     return path
 
@@ -434,7 +435,7 @@ def write_dataset(out_dir: str, soundfont_path: str | None = None, **settings) -
         if seen and extras:
             entry["extra_notes"] = []
             for source, extra in enumerate(extras, start=1):
-                if (preset.bank, preset.program) not in {(p.bank, p.program) for p in extra.presets}:
+                if all((p.bank, p.program) != (preset.bank, preset.program) for p in extra.presets):
                     continue  # that file has no such program: this class gets none of its notes
                 extra_clips, extra_quiet = render_class(
                     extra, extra.preset(preset.bank, preset.program), config, count, velocities

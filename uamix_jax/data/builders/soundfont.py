@@ -17,16 +17,32 @@ from __future__ import annotations
 import os
 
 import tensorflow_datasets as tfds
+from tensorflow_datasets.core import shuffle as tfds_shuffle
 
 from uamix_jax.data import soundfont
 from uamix_jax.data.builders import base
 from uamix_jax.data.builders.folder import UamixFolder
 
 
+# TFDS shuffles a split in memory up to 1 GB and past that spills to bucket files through
+# TensorFlow's gfile, which the project does not install; the replay's dense notes of its
+# seen programs (21k fbanks, about 1.1 GB) pass that, so this builder keeps up to this much
+# in memory instead.
+IN_MEMORY_SHUFFLE_BYTES = 8 << 30
+
+
 class UamixSoundfont(UamixFolder):
     """Notes rendered from a SoundFont: label = preset, family = its General MIDI family."""
 
     BUILDER_CONFIGS = base.storage_configs([("default", "one class per SoundFont preset")])
+
+    def _download_and_prepare(self, *args, **kwargs):
+        limit = tfds_shuffle.MAX_MEM_BUFFER_SIZE
+        tfds_shuffle.MAX_MEM_BUFFER_SIZE = max(limit, IN_MEMORY_SHUFFLE_BYTES)
+        try:
+            return super()._download_and_prepare(*args, **kwargs)
+        finally:
+            tfds_shuffle.MAX_MEM_BUFFER_SIZE = limit
 
     def _families(self) -> dict[str, int]:
         """Class folder -> family index, from the generator's soundfont.json."""
