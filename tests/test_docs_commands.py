@@ -146,6 +146,16 @@ COVERED = {
             "the synthetic-data command line with every flag",
         )
     ),
+    "python benchmarks/replay_diagnosis.py --workdir": Run(
+        "tests/test_readout.py",
+        ("replay_diagnosis.main(",),
+        "the replay diagnosis driver on the replay's quick setting and a small .sf2",
+    ),
+    "python benchmarks/replay_diagnosis.py --every --pretrain --workdir": Run(
+        "tests/test_readout.py",
+        ("replay_diagnosis.main(", '"--pretrain"', '"--every"'),
+        "the replay diagnosis driver with a config.pretrain override, quick setting",
+    ),
     "python benchmarks/step_time.py --batch_size --preset --repetitions --trainable_blocks": Run(
         "tests/test_benchmarks_smoke.py",
         ("step_time.py",),

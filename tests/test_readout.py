@@ -96,3 +96,35 @@ def test_bad_readouts_name_what_is_wrong():
         embeddings.parse_readout("max_patch", 4)
     with pytest.raises(ValueError, match="block<k>"):
         embeddings.parse_readout("layer2:cls", 4)
+
+
+def test_diagnosis_driver_prints_its_tables_on_the_quick_setting(tmp_path, capsys):
+    """benchmarks/replay_diagnosis.py end to end at the replay's toy size (numbers mean nothing)."""
+    import json
+    import sys
+
+    from test_soundfont import write_sf2
+
+    from configs import replay_soundfont
+
+    sys.path.insert(0, "benchmarks")
+    import replay_diagnosis
+
+    presets = [(f"P{p}", 0, p, 0) for p in replay_soundfont.QUICK_PROGRAMS]
+    sf2 = write_sf2(tmp_path / "quick.sf2", presets)
+    workdir = str(tmp_path / "diag")
+    args = ["--workdir", workdir, "--quick", "--every", "1", "--episodes", "5",
+            "--held_out_per_class", "4", "--soundfont", str(sf2),
+            "--pretrain", "optim.base_lr=1e-2"]  # fmt: skip
+    assert replay_diagnosis.main(args) == 0
+    with pytest.raises(ValueError, match="not a field of config.pretrain"):
+        replay_diagnosis.main(["--workdir", workdir, "--quick", "--pretrain", "optim.blr=1"])
+    printed = capsys.readouterr().out
+    for header in ("| step | training loss", "| what the pretraining sees", "| encoder | readout"):
+        assert header in printed
+    with open(f"{workdir}/diagnosis.json") as file:
+        report = json.load(file)
+    curve = report["reconstruction"]["held_out"]
+    assert len(curve) >= 2 and all(0 < v < 10 for v in curve.values())
+    # Every block of both encoders, each pooling, plus log-mel.
+    assert len(report["per_block"]) == 2 * 4 * (2 + 1) + 1
