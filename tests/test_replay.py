@@ -70,10 +70,11 @@ def test_flops_follow_views_trainable_blocks_and_schedule():
     assert flops[0] < flops[1] < flops[2]
     no_mix = replay.tune_step_flops(encoder, dict(method, mix="none"), 64, 2)
     assert no_mix < flops[2]
-    # A run: 1 epoch head-only, 1 with one block, 4 with two (the stages of the config).
+    # A run: 1 epoch head-only, 1 with one block, 1 with two (the stages of the config).
     assert config.tune.schedule.stages == ((0, 0), (1, 1), (2, 2))
     run = replay.tune_run_flops(encoder, config.tune, total_steps=60)
-    assert run == 10 * (flops[0] + flops[1] + 4 * flops[2])
+    assert config.tune.schedule.num_epochs == 3
+    assert run == 20 * (flops[0] + flops[1] + flops[2])
     mae_model = config.pretrain.model.to_dict()
     masked = replay.pretrain_step_flops(encoder, mae_model, 64, 0.8)
     assert masked < replay.pretrain_step_flops(encoder, mae_model, 64, 0.0)

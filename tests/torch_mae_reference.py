@@ -251,7 +251,7 @@ def add_weight_decay(model: nn.Module, weight_decay: float, skip_list=()) -> lis
     ]
 
 
-def adjust_learning_rate(epoch: float, lr: float, min_lr: float, warmup_epochs: int, epochs: int):
+def adjust_learning_rate(epoch: float, lr: float, min_lr: float, warmup_epochs: float, epochs: int):
     """util/lr_sched.py: linear warmup from 0, then half-cycle cosine to min_lr; epoch is
     fractional (data_iter_step / len(data_loader) + epoch), set before every step."""
     if epoch < warmup_epochs:
