@@ -40,6 +40,17 @@ def _pooled(model: nn.Module, variables, fbank: jax.Array) -> jax.Array:
     return model.apply(variables, fbank).pooled
 
 
+def padded_batches(fbank: np.ndarray, batch_size: int) -> Iterator[tuple[np.ndarray, int]]:
+    """(batch, rows) of float32 `fbank` re-cut to `batch_size`, the last batch zero-padded,
+    so a jitted encoder compiles once; `rows` is how many of the batch are real."""
+    fbank = np.asarray(fbank, np.float32)
+    for start in range(0, len(fbank), batch_size):
+        chunk = fbank[start : start + batch_size]
+        padded = np.zeros((batch_size,) + chunk.shape[1:], np.float32)
+        padded[: len(chunk)] = chunk
+        yield padded, len(chunk)
+
+
 def compute_embeddings(
     model: nn.Module, variables, fbanks: Iterable[np.ndarray], batch_size: int
 ) -> np.ndarray:
@@ -52,12 +63,8 @@ def compute_embeddings(
         fbanks = [fbanks]
     outputs = []
     for batch in fbanks:
-        batch = np.asarray(batch, np.float32)
-        for start in range(0, len(batch), batch_size):
-            chunk = batch[start : start + batch_size]
-            padded = np.zeros((batch_size,) + chunk.shape[1:], np.float32)
-            padded[: len(chunk)] = chunk
-            outputs.append(np.asarray(_pooled(model, variables, padded))[: len(chunk)])
+        for padded, count in padded_batches(batch, batch_size):
+            outputs.append(np.asarray(_pooled(model, variables, padded))[:count])
     if not outputs:
         raise ValueError("compute_embeddings got no fbanks")
     return np.concatenate(outputs).astype(np.float32)

@@ -29,7 +29,7 @@ import ml_collections
 import numpy as np
 
 from uamix_jax.data import pipeline
-from uamix_jax.embed import compute_embeddings
+from uamix_jax.embed import compute_embeddings, padded_batches
 from uamix_jax.models import kernels as K
 from uamix_jax.models.vit_layers import Block
 
@@ -130,12 +130,9 @@ def readout_embeddings(
     """{readout: (N, D) float32} of (N, T, F) normalised fbanks, in batches of `batch_size`
     (the last one zero-padded, so the encoder compiles once)."""
     outputs = {readout: [] for readout in readouts}
-    for start in range(0, len(fbank), batch_size):
-        chunk = np.asarray(fbank[start : start + batch_size], np.float32)
-        padded = np.zeros((batch_size,) + chunk.shape[1:], np.float32)
-        padded[: len(chunk)] = chunk
+    for padded, count in padded_batches(fbank, batch_size):
         for readout, value in _readouts(model, variables, padded, tuple(readouts)).items():
-            outputs[readout].append(np.asarray(value)[: len(chunk)])
+            outputs[readout].append(np.asarray(value)[:count])
     return {readout: np.concatenate(values) for readout, values in outputs.items()}
 
 
